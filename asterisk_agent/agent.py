@@ -1,0 +1,156 @@
+"""The ARI application: one place where every Asterisk event is handled.
+
+Events arrive on one WebSocket; each call runs as its own task (the
+conversation in conversation.py) and gets its events routed to its CallLeg.
+A failing call is logged and handed to a person; it never takes down another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .config import Config
+from .dialog.practice import Practice
+from .speech.stt import SttPool
+from .speech.tts import TtsPool
+from .telephony.ari import AriClient, hand_over_orphans
+from .telephony.leg import CallerGone, CallLeg, Dtmf
+
+log = logging.getLogger("asterisk_agent.agent")
+
+
+@dataclass
+class Services:
+    """What a conversation needs besides its call: loaded once, shared by all calls."""
+
+    cfg: Config
+    practice: Practice
+    stt: SttPool
+    tts: TtsPool
+
+
+class Agent:
+    def __init__(self, services: Services):
+        self.services = services
+        self.cfg = services.cfg
+        self.calls: dict[str, CallLeg] = {}  # caller channel id -> leg
+        self.tasks: set[asyncio.Task] = set()
+        self.ari: AriClient | None = None
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        async with AriClient(self.cfg.ari) as ari:
+            self.ari = ari
+            try:
+                async for event in ari.events():
+                    try:
+                        self.dispatch(event)
+                    except Exception:  # one bad event never stops the others
+                        log.exception("event %s could not be handled", event.get("type"))
+            finally:
+                for task in list(self.tasks):
+                    task.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # --- events -----------------------------------------------------------------
+    def _leg_of(self, channel_id: str) -> CallLeg | None:
+        leg = self.calls.get(channel_id)
+        if leg is None:
+            leg = next((c for c in self.calls.values() if c.owns(channel_id)), None)
+        return leg
+
+    def dispatch(self, event: dict) -> None:
+        kind = event.get("type")
+        channel = event.get("channel") or {}
+        cid = channel.get("id", "")
+        if kind == "AgentConnected":
+            self.connected.set()
+            self._spawn(self._resync(), "resync")
+        elif kind == "AgentDisconnected":
+            self.connected.clear()
+            log.warning("ARI connection lost (%s); %d call(s) live", event.get("reason"),
+                        len(self.calls))
+        elif kind == "StasisStart":
+            leg = self._leg_of(cid)
+            if leg is not None and cid == leg.media_channel_id:
+                leg.media_started()
+            elif cid.startswith(self.cfg.ari.app + "-"):
+                log.info("StasisStart for a leftover media channel %s", cid)
+            elif cid and cid not in self.calls:
+                self._start_call(channel, event.get("args") or [])
+        elif kind in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
+            leg = self._leg_of(cid)
+            if leg is not None and cid == leg.channel_id:
+                leg.caller_left()
+        elif kind == "ChannelDtmfReceived":
+            leg = self._leg_of(cid)
+            if leg is not None:
+                leg.dtmf.put_nowait(Dtmf(str(event.get("digit", "")), asyncio.get_running_loop().time()))
+        elif kind in ("PlaybackStarted", "PlaybackFinished"):
+            target = event.get("playback", {}).get("target_uri", "")
+            leg = self._leg_of(target.partition(":")[2])
+            if leg is not None:
+                leg.playback_event(event)
+        else:
+            log.debug("event %s ignored", kind)
+
+    # --- calls ------------------------------------------------------------------
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _start_call(self, channel: dict, args: list[str]) -> None:
+        assert self.ari is not None
+        leg = CallLeg(self.cfg, self.ari, channel, list(args))
+        self.calls[leg.channel_id] = leg
+        self._spawn(self._run_call(leg), f"call-{leg.channel_id}")
+
+    async def _run_call(self, leg: CallLeg) -> None:
+        from .conversation import converse
+
+        log.info("call %s from %s: start", leg.channel_id, "caller" if leg.caller_number else "?")
+        try:
+            await leg.connect_media()
+            await converse(leg, self.services)
+        except CallerGone:
+            leg.outcome = leg.outcome if leg.outcome != "unknown" else "caller hung up"
+        except asyncio.CancelledError:
+            leg.outcome = "agent stopped"
+            raise
+        except Exception:
+            log.exception("call %s failed; handing it to a person", leg.channel_id)
+            leg.outcome = "error, sent to operator"
+            try:
+                await leg.transfer_to_operator()
+            except Exception as exc:
+                log.error("call %s: could not reach the operator either: %s", leg.channel_id, exc)
+        finally:
+            await leg.cleanup()
+            self.calls.pop(leg.channel_id, None)
+            log.info("call %s: end (%s)", leg.channel_id, leg.outcome)
+
+    async def _resync(self) -> None:
+        """After every (re)connect: end calls whose channel is gone, hand strays to a person."""
+        assert self.ari is not None
+        try:
+            live = {c["id"] for c in await self.ari.channels()}
+        except Exception as exc:
+            log.warning("resync: cannot list channels: %s", exc)
+            return
+        for leg in list(self.calls.values()):
+            if leg.channel_id not in live:
+                log.info("call %s: channel gone while disconnected", leg.channel_id)
+                leg.caller_left()
+        keep = set().union(*(leg.created_ids for leg in self.calls.values()))
+        d = self.cfg.dialplan
+        try:
+            counts = await hand_over_orphans(self.ari, self.cfg.ari.app, d.operator_context,
+                                             d.operator_extension, d.operator_priority, keep)
+            if any(counts.values()):
+                log.warning("handed over calls left by an earlier agent: %s", counts)
+        except Exception as exc:
+            log.warning("resync: %s", exc)

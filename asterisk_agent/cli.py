@@ -1,0 +1,198 @@
+"""The `asterisk-agent` command and its subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from . import config as config_mod
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load_config(args) -> config_mod.Config:
+    return config_mod.load(args.config)
+
+
+# --- serve ----------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    cfg = _load_config(args)
+    _setup_logging(args.log_level or cfg.general.log_level)
+    if not args.worker:
+        from .supervisor import supervise
+
+        worker = [sys.executable, "-m", "asterisk_agent", "serve", "--worker"]
+        if args.config:
+            worker += ["--config", str(Path(args.config).resolve())]
+        if args.log_level:
+            worker += ["--log-level", args.log_level]
+        return supervise(worker, cfg)
+    return asyncio.run(_serve_worker(cfg))
+
+
+def load_services(cfg: config_mod.Config):
+    """Load the practice file and the models once; any problem is fatal and clear."""
+    from .agent import Services
+    from .dialog import practice
+    from .speech.stt import SttPool, load_transcriber
+    from .speech.tts import TtsPool, load_synthesizer
+
+    facts = practice.load(cfg.practice_path)
+    stt = SttPool(load_transcriber(cfg.stt), workers=cfg.stt.workers)
+    tts = TtsPool(load_synthesizer(cfg.tts), workers=cfg.tts.workers)
+    cfg.sounds.dir.mkdir(parents=True, exist_ok=True)
+    return Services(cfg=cfg, practice=facts, stt=stt, tts=tts)
+
+
+async def _serve_worker(cfg: config_mod.Config) -> int:
+    from .agent import Agent
+
+    services = load_services(cfg)
+    log = logging.getLogger("asterisk_agent")
+    log.info("asterisk-agent %s: models loaded (STT %s, TTS %s); connecting to %s as app %s",
+             __version__, cfg.stt.engine, cfg.tts.engine, cfg.ari.url, cfg.ari.app)
+    try:
+        await Agent(services).run()
+    finally:
+        services.stt.close()
+        services.tts.close()
+    return 0
+
+
+# --- pbx ------------------------------------------------------------------------
+def cmd_pbx(args) -> int:
+    from .pbx.sandbox import Sandbox
+
+    cfg = _load_config(args)
+    _setup_logging("info")
+    box = Sandbox(cfg)
+    if args.action == "up":
+        box.up()
+        print(json.dumps(box.status(), indent=2))
+    elif args.action == "down":
+        box.down()
+    elif args.action == "restart":
+        box.restart()
+    else:
+        status = box.status()
+        print(json.dumps(status, indent=2))
+        return 0 if status.get("running") else 3
+    return 0
+
+
+# --- call -----------------------------------------------------------------------
+def cmd_call(args) -> int:
+    from .caller.scenario import main_call
+
+    cfg = _load_config(args)
+    _setup_logging(args.log_level or "warning")
+    return main_call(args.scenarios, cfg, args.json)
+
+
+# --- status -------------------------------------------------------------------
+def cmd_status(args) -> int:
+    """Is the agent's ARI application registered with Asterisk (optionally: wait for it)?"""
+    cfg = _load_config(args)
+    _setup_logging("error")
+    state = asyncio.run(_app_state(cfg, args.wait))
+    print(json.dumps(state))
+    return 0 if state["app_registered"] else 1
+
+
+async def _app_state(cfg: config_mod.Config, wait: float) -> dict:
+    from .telephony.ari import AriClient, AriError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    state = {"ari": cfg.ari.url, "app": cfg.ari.app, "reachable": False, "app_registered": False}
+    async with AriClient(cfg.ari) as ari:
+        while True:
+            try:
+                apps = await ari.applications()
+                state["reachable"] = True
+                state["app_registered"] = any(a.get("name") == cfg.ari.app for a in apps)
+            except AriError as exc:
+                state["error"] = str(exc)
+            if state["app_registered"] or loop.time() >= deadline:
+                return state
+            await asyncio.sleep(0.5)
+
+
+# --- doctor ---------------------------------------------------------------------
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    _setup_logging("warning")
+    return run_doctor(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asterisk-agent", description="An on-premise AI phone agent for Asterisk.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="the configuration file "
+                        f"(default: {config_mod.DEFAULT_PATHS[0]})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the ARI application")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--worker", action="store_true",
+                   help="run the call-handling process itself, without its supervisor")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("pbx", parents=[common], help="the sandbox Asterisk for demos and tests")
+    p.add_argument("action", choices=("up", "down", "restart", "status"))
+    p.set_defaults(func=cmd_pbx)
+
+    p = sub.add_parser("call", parents=[common],
+                       help="place a scripted SIP call into the sandbox PBX")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml")
+    p.add_argument("--json", action="store_true", help="print one JSON object per scenario")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_call)
+
+    p = sub.add_parser("status", parents=[common],
+                       help="is the agent connected to Asterisk (exit 0 when it is)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="wait up to this long for the agent to connect")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check config, models, ARI, dialplan and sounds directory")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config_mod.ConfigError as exc:
+        print(f"asterisk-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from .dialog.practice import PracticeError
+        from .speech import ModelError
+
+        if isinstance(exc, (PracticeError, ModelError)):
+            print(f"asterisk-agent: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

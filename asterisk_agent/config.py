@@ -1,0 +1,275 @@
+"""Configuration, loaded once from an Asterisk-style INI file into typed objects.
+
+No other module reads files or the environment for settings: they receive the
+objects built here.  A typo (an unknown section or key, a value of the wrong
+kind) is a ConfigError that names the file and line, raised before anything
+starts, so the agent never runs half-configured.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_PATHS = (Path("/etc/asterisk-agent/asterisk-agent.conf"),)
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file and line where it was found."""
+
+    def __init__(self, message: str, path: Path | None = None, line: int | None = None):
+        self.path, self.line = path, line
+        where = f"{path or '<text>'}:{line}: " if line else f"{path}: " if path else ""
+        super().__init__(where + message)
+
+
+@dataclass(frozen=True)
+class General:
+    # where the agent keeps its state (databases, caches)
+    state_dir: Path = Path("/var/lib/asterisk-agent")
+    # practice facts: hours, address, phone, parking (relative to the config file)
+    practice_file: Path = Path("practice.conf")
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Ari:
+    url: str = "http://127.0.0.1:8088/ari"
+    username: str = "asterisk-agent"
+    password: str = ""
+    app: str = "ai-agent"
+    # seconds; the wait between reconnect attempts doubles up to reconnect_max
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    # seconds to wait for one REST answer
+    request_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Media:
+    # where the agent's RTP listener binds; Asterisk sends the caller's audio here
+    rtp_host: str = "127.0.0.1"
+    rtp_port_start: int = 40000
+    rtp_port_end: int = 40999
+    # externalMedia format: ulaw or slin (8 kHz).  Never slin16 (see README).
+    format: str = "ulaw"
+    # "mixing,video_sfu" forces Asterisk's softmix bridge (see README)
+    bridge_type: str = "mixing,video_sfu"
+
+
+@dataclass(frozen=True)
+class Dialplan:
+    # where a caller goes for a person; the context must exist in the dialplan
+    operator_context: str = "ai-agent-operator"
+    operator_extension: str = "s"
+    operator_priority: int = 1
+
+
+@dataclass(frozen=True)
+class Sounds:
+    # where the agent writes synthesized sentences
+    dir: Path = Path("/var/lib/asterisk-agent/sounds")
+    # the same directory as Asterisk sees it (differs for a chroot or a remote PBX)
+    asterisk_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Stt:
+    engine: str = "faster-whisper"
+    # a model name the engine knows (from installed model packages) or a path
+    model: str = "tiny.en"
+    language: str = "en"
+    threads: int = 2
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Tts:
+    engine: str = "hibari"
+    voice: str = ""
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Vad:
+    # webrtcvad aggressiveness, 0 (least) to 3 (most)
+    aggressiveness: int = 2
+    # silence that ends the caller's turn
+    silence_ms: int = 600
+    # speech shorter than this is a cough or "mhm", not a turn
+    min_speech_ms: int = 200
+    # a turn is cut here and the caller is told so
+    max_utterance_s: float = 20.0
+    # seconds of silence before the agent prompts again
+    no_input_s: float = 8.0
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    # the cached Debian sid chroot with Asterisk (built once)
+    dir: Path = Path("~/.cache/asterisk-agent/sandbox")
+    sip_port: int = 5060
+    rtp_start: int = 20000
+    rtp_end: int = 20999
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    general: General = field(default_factory=General)
+    ari: Ari = field(default_factory=Ari)
+    media: Media = field(default_factory=Media)
+    dialplan: Dialplan = field(default_factory=Dialplan)
+    sounds: Sounds = field(default_factory=Sounds)
+    stt: Stt = field(default_factory=Stt)
+    tts: Tts = field(default_factory=Tts)
+    vad: Vad = field(default_factory=Vad)
+    sandbox: Sandbox = field(default_factory=Sandbox)
+
+    @property
+    def practice_path(self) -> Path:
+        p = self.general.practice_file
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+    @property
+    def asterisk_sounds_dir(self) -> str:
+        return self.sounds.asterisk_dir or str(self.sounds.dir)
+
+
+_SECTIONS = {k: v for k, v in get_type_hints(Config).items() if k != "path"}
+_CHOICES = {
+    ("media", "format"): ("ulaw", "slin"),
+    ("stt", "engine"): ("faster-whisper", "whisper.cpp"),
+    ("tts", "engine"): ("hibari", "espeak-ng"),
+    ("general", "log_level"): ("debug", "info", "warning", "error"),
+}
+
+
+def _line_of(text: str, section: str, key: str | None) -> int | None:
+    """The line where [section] (or key inside it) is written, for error messages."""
+    current = None
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        m = re.match(r"\[([^\]]+)\]", line)
+        if m:
+            current = m.group(1).strip().lower()
+            if key is None and current == section:
+                return n
+            continue
+        if current == section and key is not None:
+            k = re.split(r"[=:]", line, maxsplit=1)[0].strip().lower()
+            if k == key:
+                return n
+    return None
+
+
+def _convert(value: str, kind: Any) -> Any:
+    if kind is int:
+        return int(value)
+    if kind is float:
+        return float(value)
+    if kind is bool:
+        v = value.lower()
+        if v in ("yes", "true", "on", "1"):
+            return True
+        if v in ("no", "false", "off", "0"):
+            return False
+        raise ValueError(f"expected yes or no, got {value!r}")
+    if kind is Path:
+        return Path(os.path.expanduser(value))
+    return value
+
+
+def _describe(exc: configparser.Error) -> tuple[str, int | None]:
+    """configparser's error as (message, line), shown like the other config errors."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"a [section] header must come first, not {exc.line.strip()!r}", exc.lineno
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]
+        line = line.strip().strip("'\"").removesuffix("\\n")  # configparser keeps repr()
+        return f"cannot read {line!r} (write key = value)", lineno
+    return str(exc).splitlines()[0], getattr(exc, "lineno", None)
+
+
+def parse(text: str, path: Path | None = None) -> Config:
+    """Build a Config from INI text; every problem is a ConfigError with a line."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True
+    )
+    try:
+        parser.read_string(text, source=str(path or "<config>"))
+    except configparser.Error as exc:
+        message, line = _describe(exc)
+        raise ConfigError(message, path, line) from None
+    sections: dict[str, Any] = {}
+    for name in parser.sections():
+        key_section = name.lower()
+        if key_section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section [{name}] (known: {', '.join(sorted(_SECTIONS))})",
+                path, _line_of(text, key_section, None),
+            )
+        cls = _SECTIONS[key_section]
+        hints = get_type_hints(cls)
+        values = {}
+        for key, raw in parser.items(name):
+            if key not in hints:
+                raise ConfigError(
+                    f"unknown setting {key!r} in [{name}] (known: {', '.join(hints)})",
+                    path, _line_of(text, key_section, key),
+                )
+            kind = hints[key]
+            if kind == (Path | None):
+                kind = Path
+            try:
+                value = _convert(raw.strip(), kind)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"[{name}] {key}: {exc}", path, _line_of(text, key_section, key)
+                ) from None
+            allowed = _CHOICES.get((key_section, key))
+            if allowed and value not in allowed:
+                raise ConfigError(
+                    f"[{name}] {key} = {value!r}: choose one of {', '.join(allowed)}",
+                    path, _line_of(text, key_section, key),
+                )
+            values[key] = value
+        sections[key_section] = cls(**values)
+    cfg = Config(path=path, **sections)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    m = cfg.media
+    if not 0 < m.rtp_port_start <= m.rtp_port_end < 65536:
+        raise ConfigError(f"[media] rtp port range {m.rtp_port_start}-{m.rtp_port_end} is not valid",
+                          cfg.path, None)
+    if not 0 <= cfg.vad.aggressiveness <= 3:
+        raise ConfigError("[vad] aggressiveness must be 0 to 3", cfg.path, None)
+    if not cfg.ari.url.startswith(("http://", "https://")):
+        raise ConfigError(f"[ari] url {cfg.ari.url!r} must start with http:// or https://",
+                          cfg.path, None)
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Load the config file (the first of DEFAULT_PATHS when none is given)."""
+    candidates = [Path(path)] if path else list(DEFAULT_PATHS)
+    for p in candidates:
+        if p.is_file():
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read: {exc}", p) from None
+            return parse(text, p.resolve())
+    raise ConfigError(
+        "no configuration file: pass --config FILE (a sample is etc/asterisk-agent.conf)",
+        candidates[0],
+    )

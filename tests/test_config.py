@@ -1,0 +1,52 @@
+"""The configuration loads once, and a typo is refused with its file and line."""
+
+from pathlib import Path
+
+import pytest
+
+from asterisk_agent import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sample_configs_load():
+    sample = config.load(ROOT / "etc" / "asterisk-agent.conf")
+    assert sample.ari.app == "ai-agent"
+    assert sample.media.format == "ulaw"
+    assert sample.practice_path == ROOT / "etc" / "practice.conf"
+    sandbox = config.load(ROOT / "etc" / "sandbox.conf")
+    assert sandbox.asterisk_sounds_dir == "/var/lib/asterisk-agent/sounds"
+    assert "~" not in str(sandbox.sounds.dir)  # expanded
+
+
+def test_unknown_key_names_file_and_line(tmp_path):
+    f = tmp_path / "a.conf"
+    f.write_text("[ari]\nurl = http://127.0.0.1:8088/ari\npasword = x\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(f)
+    assert f"{f.resolve()}:3:" in str(err.value) and "pasword" in str(err.value)
+
+
+def test_unknown_section(tmp_path):
+    f = tmp_path / "a.conf"
+    f.write_text("[general]\n\n[aari]\nurl = x\n")
+    with pytest.raises(config.ConfigError, match=r":3: unknown section \[aari\]"):
+        config.load(f)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[media]\nformat = slin16\n", "choose one of ulaw, slin"),
+    ("[media]\nrtp_port_start = many\n", "invalid literal"),
+    ("[vad]\naggressiveness = 7\n", "0 to 3"),
+    ("[ari]\nurl = 127.0.0.1:8088\n", "must start with http"),
+    ("[ari]\nurl = http://x/ari\nthis line has no equals sign\n", ":3: cannot read"),
+    ("url = x\n", ":1: a \\[section\\] header must come first"),
+])
+def test_bad_values_are_clear(text, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(text)
+
+
+def test_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(config.ConfigError, match="--config"):
+        config.load(tmp_path / "nope.conf")
