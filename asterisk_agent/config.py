@@ -86,6 +86,8 @@ class Stt:
     language: str = "en"
     threads: int = 2
     workers: int = 1
+    # Whisper beam width; 1 is greedy and a little faster
+    beam_size: int = 5
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class Config:
 _SECTIONS = {k: v for k, v in get_type_hints(Config).items() if k != "path"}
 _CHOICES = {
     ("media", "format"): ("ulaw", "slin"),
-    ("stt", "engine"): ("faster-whisper", "whisper.cpp"),
+    ("stt", "engine"): ("faster-whisper",),
     ("tts", "engine"): ("hibari", "espeak-ng"),
     ("general", "log_level"): ("debug", "info", "warning", "error"),
 }

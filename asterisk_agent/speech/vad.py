@@ -1,0 +1,241 @@
+"""Voice activity detection and endpointing: when the caller starts and stops talking.
+
+Pure logic over audio frames (no I/O, no clock of its own: every frame comes
+with its arrival time).  webrtcvad classifies each frame as voiced or not;
+the Endpointer turns that flicker into turn events:
+
+- SpeechStarted once the caller has spoken for min_speech_ms, so a cough or
+  "mhm" does not count as a turn (or as barge-in);
+- Utterance once silence_ms of silence follows the speech (shorter pauses,
+  between words or to breathe, do not end the turn), or when the turn
+  reaches max_utterance_s (then ``truncated`` is set);
+- SpeechPaused (only when asked for with ``pause_ms``) early in a pause, so
+  transcription can start while the endpoint window still runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+from .. import config
+from .audio import RATE_8K
+
+# Audio kept from before the first voiced frame: webrtcvad reacts a little
+# late, and Whisper hears a clipped first syllable otherwise.
+PREROLL_MS = 200
+# Silence kept after the last voiced frame: a word's quiet tail.
+TAIL_MS = 200
+# webrtcvad keeps calling frames voiced for a while after speech stops
+# (measured 60-120 ms at 8 kHz, aggressiveness 0-2; a 120 ms blip reads as
+# 240 ms of voiced frames).  Both thresholds below are corrected by it, so
+# min_speech_ms and silence_ms mean real speech and real silence.
+HANGOVER_MS = 80
+# A candidate onset that falls silent this long before reaching min_speech_ms
+# was a blip, not speech.
+BLIP_GAP_MS = 120
+
+_VAD_RATES = (8000, 16000, 32000, 48000)
+_FRAME_MS = (10, 20, 30)
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The caller began a turn; ``at`` is the arrival time of its first voiced frame."""
+
+    at: float
+    # when the endpointer became sure (about min_speech_ms later)
+    detected_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One caller turn, with ~PREROLL_MS of audio before the speech began.
+
+    ``started_at`` is the arrival time of the first voiced frame, ``ended_at``
+    that of the last voiced frame (the endpoint is declared silence_ms later).
+    """
+
+    pcm: np.ndarray
+    started_at: float
+    ended_at: float
+    truncated: bool
+    # the rate of pcm
+    rate: int = RATE_8K
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / self.rate
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    """The caller has been silent pause_ms, mid-turn: the turn may be over.
+
+    ``utterance`` is the turn so far.  If the Utterance that ends the turn has
+    the same ``ended_at``, nothing was said since and a transcript made from
+    this snapshot is the transcript of the turn.
+    """
+
+    at: float
+    utterance: Utterance
+
+
+class Endpointer:
+    """Feeds on 10, 20 or 30 ms frames of int16 mono audio; yields turn events.
+
+    pause_ms: when set, a SpeechPaused comes once per pause after this much
+    silence (it should be well under cfg.silence_ms to gain anything).
+    """
+
+    def __init__(self, cfg: config.Vad, rate: int = RATE_8K, pause_ms: int | None = None):
+        if pause_ms is not None and pause_ms <= 0:
+            raise ValueError(f"pause_ms {pause_ms}: must be positive")
+        self.pause_ms = pause_ms
+        if rate not in _VAD_RATES:
+            raise ValueError(f"VAD sample rate {rate}: use one of {_VAD_RATES}")
+        if not 0 <= cfg.aggressiveness <= 3:
+            raise ValueError(f"VAD aggressiveness {cfg.aggressiveness}: use 0 to 3")
+        self.cfg = cfg
+        self.rate = rate
+        self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self._lengths = {rate * ms // 1000 for ms in _FRAME_MS}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any turn in progress (e.g. when the agent starts listening afresh)."""
+        self._preroll: deque[np.ndarray] = deque()
+        self._preroll_samples = 0
+        self._frames: list[np.ndarray] = []  # the turn or candidate, preroll first
+        self._started_at = 0.0
+        self._last_voiced_at = 0.0
+        self._last_voiced_index = 0  # frames up to here end the speech
+        self._voiced_ms = 0.0
+        self._silence_ms = 0.0
+        self._speech_ms = 0.0  # from onset, for the max_utterance_s cut
+        self._candidate = False
+        self._in_speech = False
+        self._paused = False
+
+    @property
+    def in_speech(self) -> bool:
+        """True from SpeechStarted until the Utterance that ends the turn."""
+        return self._in_speech
+
+    def _check(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.ndim != 1 or len(frame) not in self._lengths:
+            raise ValueError(
+                f"VAD frame of shape {frame.shape}: expected 10, 20 or 30 ms of mono "
+                f"audio at {self.rate} Hz ({sorted(self._lengths)} samples)")
+        if frame.dtype != np.int16:
+            raise ValueError(f"VAD frame of dtype {frame.dtype}: expected int16")
+        return frame
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        """webrtcvad's verdict on one frame."""
+        frame = self._check(frame)
+        return self._vad.is_speech(frame.astype("<i2").tobytes(), self.rate)
+
+    def feed(self, frame: np.ndarray, at: float) -> list[SpeechStarted | SpeechPaused | Utterance]:
+        """Take one frame that arrived at ``at`` (seconds); return the events it causes."""
+        frame = self._check(frame)
+        voiced = self._vad.is_speech(frame.astype("<i2").tobytes(), self.rate)
+        ms = 1000.0 * len(frame) / self.rate
+        if self._in_speech:
+            return self._during_speech(frame, at, voiced, ms)
+        if self._candidate:
+            return self._during_candidate(frame, at, voiced, ms)
+        if voiced:
+            # a possible onset: keep the preroll and watch whether it lasts
+            self._candidate = True
+            self._frames = list(self._preroll)
+            self._frames.append(frame)
+            self._started_at = self._last_voiced_at = at
+            self._last_voiced_index = len(self._frames)
+            self._voiced_ms, self._silence_ms, self._speech_ms = ms, 0.0, ms
+            return self._confirm(at)
+        self._remember(frame)
+        return []
+
+    def _remember(self, frame: np.ndarray) -> None:
+        self._preroll.append(frame)
+        self._preroll_samples += len(frame)
+        limit = self.rate * PREROLL_MS // 1000
+        while self._preroll_samples - len(self._preroll[0]) >= limit:
+            self._preroll_samples -= len(self._preroll.popleft())
+
+    def _during_candidate(self, frame, at, voiced, ms) -> list:
+        self._frames.append(frame)
+        self._speech_ms += ms
+        if voiced:
+            self._voiced_ms += ms
+            self._silence_ms = 0.0
+            self._last_voiced_at, self._last_voiced_index = at, len(self._frames)
+            return self._confirm(at)
+        self._silence_ms += ms
+        if self._silence_ms >= BLIP_GAP_MS:
+            # too short to be a turn: back to listening, keeping the recent
+            # audio as preroll in case speech follows at once
+            frames = self._frames
+            self._candidate = False
+            self._frames = []
+            self._preroll.clear()
+            self._preroll_samples = 0
+            for f in frames:
+                self._remember(f)
+        return []
+
+    def _confirm(self, at: float) -> list:
+        if self._voiced_ms < self.cfg.min_speech_ms + HANGOVER_MS:
+            return []
+        self._candidate = False
+        self._in_speech = True
+        self._preroll.clear()
+        self._preroll_samples = 0
+        events: list = [SpeechStarted(at=self._started_at, detected_at=at)]
+        if self._speech_ms >= 1000.0 * self.cfg.max_utterance_s:
+            events.append(self._finish(truncated=True, keep_all=True))
+        return events
+
+    def _during_speech(self, frame, at, voiced, ms) -> list:
+        self._frames.append(frame)
+        self._speech_ms += ms
+        if voiced:
+            self._silence_ms = 0.0
+            self._paused = False
+            self._last_voiced_at, self._last_voiced_index = at, len(self._frames)
+        else:
+            self._silence_ms += ms
+            if self._silence_ms >= max(self.cfg.silence_ms - HANGOVER_MS, 2 * ms):
+                return [self._finish(truncated=False, keep_all=False)]
+        if self._speech_ms >= 1000.0 * self.cfg.max_utterance_s:
+            return [self._finish(truncated=True, keep_all=True)]
+        if (not voiced and self.pause_ms is not None and not self._paused
+                and self._silence_ms >= max(self.pause_ms - HANGOVER_MS, ms)):
+            self._paused = True
+            return [SpeechPaused(at=at, utterance=self._snapshot(truncated=False, keep_all=False))]
+        return []
+
+    def _finish(self, truncated: bool, keep_all: bool) -> Utterance:
+        utterance = self._snapshot(truncated, keep_all)
+        # a truncated turn may go on: the next voiced frame starts a new one
+        self.reset()
+        return utterance
+
+    def _snapshot(self, truncated: bool, keep_all: bool) -> Utterance:
+        frames = self._frames
+        if not keep_all:
+            # drop the silence that ended the turn, keeping a short tail
+            tail = self.rate * TAIL_MS // 1000
+            end, kept = self._last_voiced_index, 0
+            while end < len(frames) and kept < tail:
+                kept += len(frames[end])
+                end += 1
+            frames = frames[:end]
+        pcm = np.concatenate(frames) if frames else np.zeros(0, np.int16)
+        return Utterance(pcm=pcm, started_at=self._started_at,
+                         ended_at=self._last_voiced_at, truncated=truncated, rate=self.rate)

@@ -1,0 +1,54 @@
+"""`asterisk-agent doctor` against the real sandbox: green only when every part works."""
+
+import subprocess
+import sys
+
+from .conftest import SANDBOX_CONF
+
+
+def doctor(conf) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asterisk_agent", "doctor", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def with_changes(tmp_path, **sections) -> str:
+    """etc/sandbox.conf with some settings changed, written to a temp file."""
+    text = SANDBOX_CONF.read_text()
+    for section, values in sections.items():
+        for key, value in values.items():
+            text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1) \
+                if f"\n{key} =" not in text else "\n".join(
+                    f"{key} = {value}" if line.startswith(f"{key} =") else line
+                    for line in text.splitlines())
+    f = tmp_path / "agent.conf"
+    f.write_text(text)
+    (tmp_path / "practice.conf").write_text((SANDBOX_CONF.parent / "practice.conf").read_text())
+    return str(f)
+
+
+def test_all_green_when_everything_works(pbx):
+    r = doctor(SANDBOX_CONF)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for part in ("configuration", "practice file", "text-to-speech", "speech-to-text",
+                 "ARI reachable", "dialplan/ai-agent.conf loaded",
+                 "Asterisk can play the agent's sound files"):
+        assert f"PASS  {part}" in r.stdout, r.stdout
+
+
+def test_wrong_ari_password_fails_with_hint(pbx, tmp_path):
+    r = doctor(with_changes(tmp_path, ari={"password": "wrong"}))
+    assert r.returncode == 1
+    assert "FAIL  ARI credentials" in r.stdout and "ari.conf" in r.stdout, r.stdout
+
+
+def test_sounds_dir_asterisk_cannot_see_fails(pbx, tmp_path):
+    r = doctor(with_changes(tmp_path, sounds={"asterisk_dir": "/nonexistent/sounds"}))
+    assert r.returncode == 1
+    assert "FAIL  Asterisk can play the agent's sound files" in r.stdout, r.stdout
+
+
+def test_config_typo_fails(tmp_path):
+    f = tmp_path / "bad.conf"
+    f.write_text("[ari]\nusername = a\npassword = b\nurll = http://x/ari\n")
+    r = doctor(f)
+    assert r.returncode == 1 and "FAIL  configuration" in r.stdout and ":4:" in r.stdout
