@@ -74,8 +74,8 @@ class Agent:
                         len(self.calls))
         elif kind == "StasisStart":
             leg = self._leg_of(cid)
-            if leg is not None and cid == leg.media_channel_id:
-                leg.media_started()
+            if leg is not None and cid != leg.channel_id:
+                leg.media_started(cid)
             elif cid.startswith(self.cfg.ari.app + "-"):
                 log.info("StasisStart for a leftover media channel %s", cid)
             elif cid and cid not in self.calls:

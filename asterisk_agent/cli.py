@@ -141,9 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asterisk-agent", description="An on-premise AI phone agent for Asterisk.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    config_help = f"the configuration file (default: {config_mod.DEFAULT_PATHS[0]})"
+    parser.add_argument("-c", "--config", help=config_help)
+    # also accepted after the subcommand; SUPPRESS keeps it from undoing one given before
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", help="the configuration file "
-                        f"(default: {config_mod.DEFAULT_PATHS[0]})")
+    common.add_argument("-c", "--config", help=config_help, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the ARI application")

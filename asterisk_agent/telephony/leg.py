@@ -51,45 +51,59 @@ class CallLeg:
         self.tag = f"{cfg.ari.app}-{uuid.uuid4().hex[:12]}"
         self.bridge_id = self.tag
         self.media_channel_id = f"{self.tag}-media"
+        self.snoop_channel_id = f"{self.tag}-snoop"
         self.rtp: RtpReceiver | None = None
         self.dtmf: asyncio.Queue[Dtmf] = asyncio.Queue()
         self.gone = asyncio.Event()
         self.playbacks: dict[str, Playback] = {}
         self.files: list[Path] = []
-        self._media_ready: asyncio.Future | None = None
+        self._ready: dict[str, asyncio.Future] = {}
         self._n = 0
         self.outcome = "unknown"
 
     # --- set-up and tear-down -------------------------------------------------
     def owns(self, channel_id: str) -> bool:
-        return channel_id in (self.channel_id, self.media_channel_id)
+        return channel_id in (self.channel_id, self.media_channel_id, self.snoop_channel_id)
 
     @property
     def created_ids(self) -> set[str]:
-        return {self.channel_id, self.media_channel_id, self.bridge_id}
+        return {self.channel_id, self.media_channel_id, self.snoop_channel_id, self.bridge_id}
 
     async def connect_media(self) -> None:
-        """Answer, then bridge the caller with an externalMedia channel to our RTP port."""
+        """Answer, then bring the caller's voice to our RTP port.
+
+        The caller's channel itself stays out of any bridge, so playbacks go to
+        it directly.  A snoop channel (spy=in: only what the caller says, never
+        our own playback) is bridged with an externalMedia channel whose RTP
+        comes to us.  The caller is heard while the agent speaks, which
+        barge-in needs: a bridged channel that is playing a file sends nothing
+        into its bridge.
+        """
         m = self.cfg.media
+        loop = asyncio.get_running_loop()
         self.rtp = await RtpReceiver.open(m.rtp_host, m.rtp_port_start, m.rtp_port_end, m.format)
         await self._call(self.ari.answer(self.channel_id))
         await self._call(self.ari.create_bridge(self.bridge_id, m.bridge_type, self.tag))
-        # choose the channel id up front and wait for its StasisStart before
-        # bridging it, or addChannel fails with 422 (NOTES)
-        self._media_ready = asyncio.get_running_loop().create_future()
+        # choose channel ids up front and wait for their StasisStart before
+        # bridging them, or addChannel fails with 422 (NOTES)
+        self._ready = {cid: loop.create_future()
+                       for cid in (self.media_channel_id, self.snoop_channel_id)}
         await self._call(self.ari.external_media(
             self.media_channel_id, self.cfg.ari.app, f"{m.rtp_host}:{self.rtp.port}", m.format))
-        await asyncio.wait_for(asyncio.shield(self._media_ready), 5)
-        await self._call(self.ari.add_channel(self.bridge_id, self.channel_id))
-        await self._call(self.ari.add_channel(self.bridge_id, self.media_channel_id))
+        await self._call(self.ari.snoop(self.channel_id, self.snoop_channel_id, self.cfg.ari.app))
+        await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, self._ready.values())), 5)
+        await self._call(self.ari.add_channel(
+            self.bridge_id, [self.snoop_channel_id, self.media_channel_id]))
 
-    def media_started(self) -> None:
-        if self._media_ready and not self._media_ready.done():
-            self._media_ready.set_result(True)
+    def media_started(self, channel_id: str) -> None:
+        fut = self._ready.get(channel_id)
+        if fut is not None and not fut.done():
+            fut.set_result(True)
 
     async def cleanup(self) -> None:
         """Remove everything this call created; safe to run twice, never raises."""
-        for coro in (self.ari.hangup(self.media_channel_id),
+        for coro in (self.ari.hangup(self.snoop_channel_id),
+                     self.ari.hangup(self.media_channel_id),
                      self.ari.destroy_bridge(self.bridge_id)):
             try:
                 await coro
