@@ -9,7 +9,6 @@ starts, so the agent never runs half-configured.
 from __future__ import annotations
 
 import configparser
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 

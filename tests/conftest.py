@@ -24,6 +24,26 @@ SANDBOX_CONF = ROOT / "etc" / "sandbox.conf"
 
 
 @pytest.fixture(scope="session")
+def sandbox_conf() -> Path:
+    return SANDBOX_CONF
+
+
+@pytest.fixture
+def start_agent(pbx, tmp_path):
+    """Start an agent of the test's own (which the test may kill); stopped afterwards."""
+    started = []
+
+    def start() -> AgentProcess:
+        proc = AgentProcess(SANDBOX_CONF, tmp_path / f"agent{len(started)}.log")
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
 def sandbox_cfg() -> config.Config:
     return config.load(SANDBOX_CONF)
 
@@ -40,9 +60,14 @@ def pbx(sandbox_cfg):
     from asterisk_agent.pbx.sandbox import Sandbox
 
     box = Sandbox(sandbox_cfg)
-    box.up()
+    was_running = box.status().get("running")
+    if was_running:
+        box.restart()  # pick up this checkout's etc/ and dialplan/ files
+    else:
+        box.up()
     yield box
-    box.down()
+    if not was_running:  # leave a sandbox someone else started as it was
+        box.down()
 
 
 class AgentProcess:

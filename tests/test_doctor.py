@@ -3,7 +3,9 @@
 import subprocess
 import sys
 
-from .conftest import SANDBOX_CONF
+from pathlib import Path
+
+SANDBOX_CONF = Path(__file__).resolve().parents[1] / "etc" / "sandbox.conf"
 
 
 def doctor(conf) -> subprocess.CompletedProcess:

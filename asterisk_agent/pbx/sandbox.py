@@ -15,6 +15,8 @@ test that dies leaves nothing mounted on the host.  Everything listens on
 
 from __future__ import annotations
 
+import functools
+
 import base64
 import json
 import logging
@@ -27,7 +29,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import wave
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -562,10 +563,12 @@ class Sandbox:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in PROMPTS.items():
             wav, said = folder / f"{name}.wav", folder / f"{name}.txt"
-            if wav.is_file() and said.is_file() and said.read_text() == text:
+            # the record names the voice too, so a change of voice remakes the file
+            record = f"{PROMPT_VOICE}: {text}"
+            if wav.is_file() and said.is_file() and said.read_text() == record:
                 continue
             write_prompt(text, wav)
-            said.write_text(text)
+            said.write_text(record)
 
     # -- run -----------------------------------------------------------------
 
@@ -905,32 +908,26 @@ def _tail(path: Path, lines: int) -> str:
 
 
 def write_prompt(text: str, wav_path: Path) -> None:
-    """Speak `text` with espeak-ng into an 8 kHz 16-bit mono WAV (Asterisk's native rate)."""
-    import numpy as np
-    import soxr
+    """Speak `text` with the agent's neural voice into an 8 kHz 16-bit mono WAV.
 
-    if not shutil.which("espeak-ng"):
-        raise SandboxError("espeak-ng is needed for the sandbox's prompts: apt-get install espeak-ng")
-    raw = wav_path.with_suffix(".espeak.wav")
-    done = subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), text],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SandboxError(f"espeak-ng failed: {done.stderr.strip()}")
+    Not espeak-ng: the scripted caller must understand these prompts, and
+    Whisper turns espeak-ng's "front desk" into "front neck".
+    """
+    from ..speech import ModelError, audio
+
     try:
-        with wave.open(str(raw), "rb") as source:
-            rate, width, channels = (source.getframerate(), source.getsampwidth(),
-                                     source.getnchannels())
-            frames = source.readframes(source.getnframes())
-    finally:
-        raw.unlink(missing_ok=True)
-    if width != 2 or channels != 1:
-        raise SandboxError(f"espeak-ng wrote {channels} channel(s) of {8 * width} bit; "
-                           "expected 16-bit mono")
-    samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
-    audio = soxr.resample(samples, rate, 8000)
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    with wave.open(str(wav_path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(pcm)
+        pcm, rate = _prompt_voice().synthesize(text)
+    except ModelError as exc:
+        raise SandboxError(f"cannot make the sandbox's prompts: {exc}") from None
+    audio.write_wav(wav_path, audio.resample(pcm, rate, audio.RATE_8K), audio.RATE_8K)
+
+
+PROMPT_VOICE = "hibari"
+
+
+@functools.lru_cache(maxsize=1)
+def _prompt_voice():
+    from .. import config
+    from ..speech import tts
+
+    return tts.load_synthesizer(config.Tts(engine=PROMPT_VOICE))
