@@ -87,6 +87,9 @@ class Stt:
     workers: int = 1
     # Whisper beam width; 1 is greedy and a little faster
     beam_size: int = 5
+    # whisper.cpp only: encoder context in 20 ms frames; 0 = the full 30 s window;
+    # 512 (about 10 s) is about twice as fast and grows for longer utterances
+    audio_ctx: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class Config:
 _SECTIONS = {k: v for k, v in get_type_hints(Config).items() if k != "path"}
 _CHOICES = {
     ("media", "format"): ("ulaw", "slin"),
-    ("stt", "engine"): ("faster-whisper",),
+    ("stt", "engine"): ("faster-whisper", "whisper.cpp"),
     ("tts", "engine"): ("hibari", "espeak-ng"),
     ("general", "log_level"): ("debug", "info", "warning", "error"),
 }

