@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from . import config as config_mod
+from .supervisor import EX_CONFIG  # a start-up error a restart cannot fix
 
 
 def _setup_logging(level: str) -> None:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except config_mod.ConfigError as exc:
         print(f"asterisk-agent: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EX_CONFIG
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, (PracticeError, ModelError)):
             print(f"asterisk-agent: {exc}", file=sys.stderr)
-            return 2
+            return EX_CONFIG
         raise
 
 

@@ -104,7 +104,10 @@ class Vad:
     # webrtcvad aggressiveness, 0 (least) to 3 (most)
     aggressiveness: int = 2
     # silence that ends the caller's turn
-    silence_ms: int = 600
+    silence_ms: int = 500
+    # silence after which transcription starts, before the turn is known to be
+    # over (0: wait for the end of the turn); hides most of the transcription time
+    pause_ms: int = 150
     # speech shorter than this is a cough or "mhm", not a turn
     min_speech_ms: int = 200
     # a turn is cut here and the caller is told so

@@ -2,7 +2,8 @@
 
 Reads like a dialplan; the details live in the modules it calls.  The
 caller's audio is listened to the whole time, so speaking over the agent
-stops it (barge-in), except for the sentences that must be heard whole.
+stops it (barge-in), except for the sentences that must be heard whole; the
+call's history keeps what the caller actually heard.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-
 from .agent import Services
 from .dialog import first
 from .dialog.first import Action, Reply
-from .speech.vad import Endpointer, SpeechStarted, Utterance
+from .speech.tts import split_sentences
+from .speech.vad import Endpointer, SpeechPaused, SpeechStarted, Utterance
 from .telephony.leg import CallerGone, CallLeg, Dtmf, Playback
 
 log = logging.getLogger("asterisk_agent.call")
@@ -49,34 +50,58 @@ async def converse(call: CallLeg, s: Services) -> None:
         ears.stop()
 
 
-async def understand(call: CallLeg, s: Services, heard: Utterance | Dtmf | None) -> Reply:
+@dataclass
+class Heard:
+    """A caller's turn: what they said, and its transcript if it was started early."""
+
+    utterance: Utterance
+    transcript: asyncio.Future | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the call's history, as the caller experienced it."""
+
+    speaker: str          # "caller" or "agent"
+    text: str
+    interrupted: bool = False
+
+
+async def understand(call: CallLeg, s: Services, heard: Heard | Dtmf | None) -> Reply:
     if heard is None:
         return Reply(first.NO_INPUT, intent="silence")
     if isinstance(heard, Dtmf):
+        call.history.append(Line("caller", f"[DTMF {heard.digit}]"))
         if heard.digit == "0":
             return Reply(first.TRANSFER, Action.OPERATOR, "operator")
         return Reply(first.NOT_UNDERSTOOD, intent="unknown")
     t0 = time.perf_counter()
-    transcript = await s.stt.transcribe(heard.pcm, 8000)
-    log.info("call %s: %.1f s of speech transcribed in %d ms", call.channel_id,
-             len(heard.pcm) / 8000, (time.perf_counter() - t0) * 1000)
+    early = heard.transcript is not None
+    transcript = await (heard.transcript if early else s.stt.transcribe(heard.utterance.pcm, 8000))
+    log.info("call %s: %.1f s of speech, transcript ready %d ms after the end of the turn%s",
+             call.channel_id, heard.utterance.duration, (time.perf_counter() - t0) * 1000,
+             " (started at a pause)" if early else "")
+    call.history.append(Line("caller", transcript))
     if not transcript.strip():
         return Reply(first.NOT_UNDERSTOOD, intent="unknown")
     reply = first.respond(transcript, s.practice, s.practice.now())
-    if heard.truncated:
+    if heard.utterance.truncated:
         reply = Reply(first.TOO_LONG + " " + reply.text, reply.action, reply.intent)
     return reply
 
 
 async def speak(call: CallLeg, s: Services, ears: "Listener", text: str,
                 interruptible: bool = True) -> None:
-    """Say text sentence by sentence: each plays while the next is synthesized."""
-    from .speech.tts import split_sentences
+    """Say text sentence by sentence: each plays while the next is synthesized.
 
+    When the caller barges in, the rest is dropped, and the history records
+    only the sentences the caller heard (the cut one marked as interrupted).
+    """
+    sentences = split_sentences(text)
     queued: list[Playback] = []
     ears.speaking(queued if interruptible else None)
     try:
-        for sentence in split_sentences(text):
+        for sentence in sentences:
             if ears.barged_in:
                 break
             path, stem = call.sentence_path()
@@ -90,34 +115,43 @@ async def speak(call: CallLeg, s: Services, ears: "Listener", text: str,
             raise CallerGone()
     finally:
         ears.speaking(None)
-
-
-@dataclass
-class _Turn:
-    item: Utterance | Dtmf
+        heard = [(sentence, pb.state) for sentence, pb in zip(sentences, queued)
+                 if pb.state in ("done", "stopped", "playing")]
+        if heard:
+            cut = heard[-1][1] != "done"
+            call.history.append(Line("agent", " ".join(t for t, _ in heard), interrupted=cut))
+            if cut:
+                log.info("call %s: caller interrupted the agent after %d of %d sentence(s)",
+                         call.channel_id, len(heard), len(sentences))
 
 
 class Listener:
-    """Feeds the caller's audio to the endpointer; turns (speech or DTMF) queue up."""
+    """Feeds the caller's audio to the endpointer; turns (speech or DTMF) queue up.
+
+    At a pause in the caller's speech it starts transcribing what was said so
+    far; if the pause turns out to end the turn, that transcript is the turn's
+    and most of the transcription time is already behind us.
+    """
 
     def __init__(self, call: CallLeg, s: Services):
         self.call = call
-        self.endpointer = Endpointer(s.cfg.vad)
-        self.turns: asyncio.Queue[_Turn] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
-        self._dtmf_task: asyncio.Task | None = None
+        self.stt = s.stt
+        self.endpointer = Endpointer(s.cfg.vad, pause_ms=s.cfg.vad.pause_ms or None)
+        self.turns: asyncio.Queue[Heard | Dtmf] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
         self._playing: list[Playback] | None = None
+        self._early: tuple[float, asyncio.Future] | None = None
         self.barged_in = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._hear())
-        self._dtmf_task = loop.create_task(self._keys())
+        self._tasks = [loop.create_task(self._hear()), loop.create_task(self._keys())]
 
     def stop(self) -> None:
-        for task in (self._task, self._dtmf_task):
-            if task:
-                task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self._early is not None:
+            self._early[1].cancel()
 
     def speaking(self, playbacks: list[Playback] | None) -> None:
         """Mark what is playing now and may be interrupted (None: nothing)."""
@@ -142,16 +176,32 @@ class Listener:
             for ev in events:
                 if isinstance(ev, SpeechStarted):
                     await self._barge_in()
+                elif isinstance(ev, SpeechPaused):
+                    self._transcribe_early(ev.utterance)
                 elif isinstance(ev, Utterance):
-                    self.turns.put_nowait(_Turn(ev))
+                    self.turns.put_nowait(Heard(ev, self._early_transcript(ev)))
+
+    def _transcribe_early(self, so_far: Utterance) -> None:
+        if self._early is not None:
+            self._early[1].cancel()  # the caller went on: that one is stale
+        job = asyncio.ensure_future(self.stt.transcribe(so_far.pcm, 8000))
+        self._early = (so_far.ended_at, job)
+
+    def _early_transcript(self, turn: Utterance) -> asyncio.Future | None:
+        early, self._early = self._early, None
+        if early is not None and early[0] == turn.ended_at and not early[1].cancelled():
+            return early[1]
+        if early is not None:
+            early[1].cancel()
+        return None
 
     async def _keys(self) -> None:
         while True:
             key = await self.call.dtmf.get()
             await self._barge_in()
-            self.turns.put_nowait(_Turn(key))
+            self.turns.put_nowait(key)
 
-    async def next_turn(self, timeout: float) -> Utterance | Dtmf | None:
+    async def next_turn(self, timeout: float) -> Heard | Dtmf | None:
         """The caller's next turn; None after timeout seconds of nothing."""
         get = asyncio.ensure_future(self.turns.get())
         gone = asyncio.ensure_future(self.call.gone.wait())
@@ -164,7 +214,7 @@ class Listener:
         if gone in done or self.call.gone.is_set():
             raise CallerGone()
         if get in done:
-            return get.result().item
+            return get.result()
         if self.endpointer.in_speech:  # still talking: wait for the end of the turn
             return await self.next_turn(timeout)
         return None

@@ -70,6 +70,7 @@ from asterisk_agent import config
 from asterisk_agent.caller.sip import (
     DTMF_EVENTS, FRAME_SAMPLES, RATE, SILENCE_RMS, Call, CallEnded, CallFailed)
 from asterisk_agent.speech import ModelError
+from asterisk_agent.speech.audio import trim_silence
 
 DEFAULT_TIMEOUT = 20.0
 VOICES = ("hibari", "espeak-ng")
@@ -350,21 +351,6 @@ def matches(pattern: re.Pattern, text: str) -> bool:
     return any(pattern.search(form) for form in transcript_forms(text))
 
 
-def trim_silence(pcm: np.ndarray, threshold: float = SILENCE_RMS, margin: int = 80) -> np.ndarray:
-    """Cut leading and trailing silence (10 ms frames under `threshold`), keeping `margin` samples."""
-    frame = 80
-    n = len(pcm) // frame
-    if n == 0:
-        return pcm
-    frames = pcm[:n * frame].astype(np.float64).reshape(n, frame)
-    loud = np.flatnonzero(np.sqrt((frames ** 2).mean(axis=1)) > threshold)
-    if loud.size == 0:
-        return pcm
-    start = max(0, loud[0] * frame - margin)
-    end = min(len(pcm), (loud[-1] + 1) * frame + margin)
-    return pcm[start:end]
-
-
 def voiced_segments(pcm: np.ndarray, threshold: float = SILENCE_RMS,
                     max_gap_s: float = 0.6, min_s: float = 0.1) -> list[tuple[int, int]]:
     """Sample ranges of far-end speech: 20 ms frames above `threshold`, short gaps bridged."""
@@ -453,7 +439,7 @@ class Ears:
 
         def work() -> np.ndarray:
             pcm, rate = self.synthesizer(voice).synthesize(text)
-            return trim_silence(resample(pcm, rate, RATE))
+            return trim_silence(resample(pcm, rate, RATE), RATE, SILENCE_RMS)
         return await asyncio.get_running_loop().run_in_executor(self.tts_pool, work)
 
     def close(self) -> None:

@@ -24,7 +24,12 @@ import numpy as np
 
 from .. import config
 from . import ModelError
-from .audio import RATE_8K, from_float, parse_wav_bytes, resample, write_wav
+from .audio import RATE_8K, from_float, parse_wav_bytes, resample, trim_silence, write_wav
+
+
+# silence kept before a sentence, and after it (the pause before the next one)
+LEAD_MS = 10
+GAP_MS = 200
 
 
 class Synthesizer(Protocol):
@@ -189,7 +194,9 @@ class TtsPool:
 
     def _synthesize_8k(self, text: str) -> tuple[np.ndarray, int]:
         pcm, rate = self.synth.synthesize(text)
-        return resample(pcm, rate, RATE_8K), RATE_8K
+        # no lead-in (it is pure latency); a short tail is the pause between sentences
+        pcm = trim_silence(resample(pcm, rate, RATE_8K), RATE_8K, lead_ms=LEAD_MS, tail_ms=GAP_MS)
+        return pcm, RATE_8K
 
     def _to_file(self, text: str, path: Path) -> Path:
         pcm, rate = self._synthesize_8k(text)

@@ -60,6 +60,8 @@ class CallLeg:
         self._ready: dict[str, asyncio.Future] = {}
         self._n = 0
         self.outcome = "unknown"
+        # what was said on the call, as the caller heard it (conversation.Line)
+        self.history: list = []
 
     # --- set-up and tear-down -------------------------------------------------
     def owns(self, channel_id: str) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from asterisk_agent.caller.scenario import (
     DEFAULT_TIMEOUT, ScenarioError, clean, digits_to_words, load_scenario, matches,
-    number_words, parse_scenario, transcript_forms, trim_silence, voiced_segments,
+    number_words, parse_scenario, transcript_forms, voiced_segments,
     words_to_digits)
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -157,14 +157,6 @@ def test_normal_forms():
         "zero", "thirteen", "forty", "forty two", "one hundred five",
         "nine hundred ninety nine"]
     assert transcript_forms("Eight.")[0] == "Eight."
-
-
-def test_trim_silence_keeps_the_voice_and_a_margin():
-    voice = (5000 * np.sin(np.arange(4000) / 3)).astype(np.int16)
-    pcm = np.concatenate([np.zeros(2000, np.int16), voice, np.zeros(3000, np.int16)])
-    trimmed = trim_silence(pcm)
-    assert len(voice) <= len(trimmed) <= len(voice) + 2 * 80 + 160
-    assert trim_silence(np.zeros(800, np.int16)).size == 800  # nothing loud: left alone
 
 
 def test_voiced_segments_bridge_short_gaps():

@@ -123,3 +123,13 @@ def test_parse_wav_bytes_with_streamed_header():
     assert rate == 22050 and back.tolist() == [1, -1, 300]
     with pytest.raises(ValueError):
         audio.parse_wav_bytes(b"RIFF....WAVEjunk")
+
+
+def test_trim_silence_keeps_the_voice_and_a_margin():
+    voice = (5000 * np.sin(np.arange(4000) / 3)).astype(np.int16)
+    pcm = np.concatenate([np.zeros(2000, np.int16), voice, np.zeros(3000, np.int16)])
+    trimmed = audio.trim_silence(pcm, 8000)
+    assert len(voice) <= len(trimmed) <= len(voice) + 2 * 80 + 160
+    assert audio.trim_silence(np.zeros(800, np.int16), 8000).size == 800  # nothing loud: left alone
+    # a longer tail keeps that much silence after the voice
+    assert len(audio.trim_silence(pcm, 8000, tail_ms=200)) >= len(voice) + 1600
