@@ -85,6 +85,8 @@ PHRASE_PAUSE_S = 0.3
 RETRANSCRIBE_S = 1.0
 # Whisper sees 30 s at most: an expect transcribes the latest this-many seconds
 MAX_WINDOW_S = 28.0
+# far-end silences shorter than this are pauses between sentences, not the end of a talk
+BARGE_IN_GAP_S = 0.3
 # speech before the first voiced packet kept in a transcription window
 LEAD_IN_S = 0.2
 
@@ -522,6 +524,32 @@ class _Run:
         # the far end talked over the caller: a "reply" latency would mean nothing
         heard_last = self.call.last_audio()
         entry["overlap"] = heard_last is not None and heard_last > start
+        try:
+            await self._await_reply(step, entry, end)
+        finally:
+            if step.barge_in:
+                entry["barge_in_ms"] = self._barge_in_ms(start)
+
+    def _barge_in_ms(self, start: float) -> float | None:
+        """From the caller's speech onset to the end of the far end's talk it cut into.
+
+        None when the far end was not talking when the caller started.  The far
+        end's talk is its voiced audio with short gaps (between sentences)
+        bridged; a barge-in that worked ends it within a few hundred ms.
+        """
+        # the heard timeline starts when the media did: never look before that
+        since = max(self.call.rtp.t0, start - MAX_WINDOW_S)
+        heard = self.call.heard(since, time.monotonic())
+        at = int((start - since) * RATE)
+        gap = int(BARGE_IN_GAP_S * RATE)
+        for a, b in voiced_segments(heard, self.call.silence_rms, max_gap_s=BARGE_IN_GAP_S):
+            # a caller who starts between two sentences cuts into that talk too;
+            # if the far end then says nothing more, it stopped at once (0 ms)
+            if a <= at < b + gap:
+                return round(max(0, b - at) / RATE * 1000, 1)
+        return None
+
+    async def _await_reply(self, step: Step, entry: dict, end: float) -> None:
         if not step.reply:
             entry["ok"] = True
             return
