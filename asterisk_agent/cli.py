@@ -101,6 +101,25 @@ def cmd_call(args) -> int:
     return main_call(args.scenarios, cfg, args.json)
 
 
+# --- models -------------------------------------------------------------------
+def cmd_models(args) -> int:
+    """Find every packaged Whisper model and make its whisper.cpp file (cached)."""
+    from .speech import ModelError
+    from .speech.models import WHISPER_MODELS, whisper_ggml, whisper_model_sources
+
+    _setup_logging("warning")
+    failed = 0
+    for name in WHISPER_MODELS:
+        try:
+            whisper_model_sources(name)
+            ggml = whisper_ggml(name)
+            print(f"ok    {name}: whisper.cpp file {ggml} ({ggml.stat().st_size // 2**20} MiB)")
+        except ModelError as exc:
+            failed += 1
+            print(f"FAIL  {name}: {exc}")
+    return 1 if failed else 0
+
+
 # --- status -------------------------------------------------------------------
 def cmd_status(args) -> int:
     """Is the agent's ARI application registered with Asterisk (optionally: wait for it)?"""
@@ -171,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="wait up to this long for the agent to connect")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("models", parents=[common],
+                       help="check the packaged speech models and prepare their whisper.cpp files")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("doctor", parents=[common],
                        help="check config, models, ARI, dialplan and sounds directory")
