@@ -175,13 +175,13 @@ class AriClient:
         except ValueError:
             raise AriError(status, method, path, f"answer is not JSON: {_clip(body)}") from None
 
-    async def _gone_is_ok(self, method: str, path: str,
-                          params: dict[str, Any] | None = None) -> bool:
+    async def _gone_is_ok(self, method: str, path: str, params: dict[str, Any] | None = None,
+                          gone: tuple[int, ...] = (404,)) -> bool:
         """For cleanup: True if done now, False if it was already gone (404)."""
         try:
             await self.request(method, path, params)
         except AriError as exc:
-            if exc.status == 404:
+            if exc.status in gone:
                 return False
             raise
         return True
@@ -235,8 +235,12 @@ class AriClient:
                                   {"type": type, "name": name})
 
     async def destroy_bridge(self, bridge_id: str) -> bool:
-        """Destroy a bridge; False if it was already gone."""
-        return await self._gone_is_ok("DELETE", f"/bridges/{_seg(bridge_id)}")
+        """Destroy a bridge; False if it was already gone.
+
+        A bridge being torn down can still be listed for a moment after it has
+        left Stasis: Asterisk then answers 409 "not in Stasis application".
+        """
+        return await self._gone_is_ok("DELETE", f"/bridges/{_seg(bridge_id)}", gone=(404, 409))
 
     async def add_channel(self, bridge_id: str, channel_id: str | list[str]) -> None:
         await self.request("POST", f"/bridges/{_seg(bridge_id)}/addChannel",
