@@ -1,0 +1,199 @@
+"""Store and forward: every outgoing HL7 message is written down before it is sent.
+
+A message enters the outbox with its control ID fixed, is delivered in order
+per patient, and leaves only after the engine's AA.  A message the engine
+rejects (AR, or AE past the retry policy) stays, marked failed with the
+engine's error text, for a person to look at; it does not hold back the
+patient's later messages.
+
+The store is a SQLite file for now (WAL, synchronous=FULL: a row is on disk
+before put() returns).  The encrypted store of the compliance work will
+replace it behind the same few methods.  SQLite calls block, so the
+Forwarder runs them in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from asterisk_agent.ehr import messages
+from asterisk_agent.ehr.mllp import LinkError, MllpClient, Rejected
+
+log = logging.getLogger(__name__)
+
+PENDING, FAILED = "pending", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    control_id  TEXT NOT NULL UNIQUE,
+    patient_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'pending',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_patient ON outbox (patient_id, id);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    control_id: str
+    patient_id: str
+    kind: str  # 'SRM^S01' for example
+    message: str
+    state: str
+    attempts: int
+    error: str
+    created: float
+
+
+class Outbox:
+    """The durable queue of outgoing messages (thread-safe; blocking calls)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def put(self, message: str, patient_id: str) -> Entry:
+        """Queue a built message; its control ID stays the same through every retry.
+
+        Putting the same control ID twice keeps the first (idempotent).
+        """
+        parsed = messages.parse(message)
+        control_id, kind = messages.control_id(parsed), messages.message_type(parsed)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO outbox (control_id, patient_id, kind, message, created)"
+                " VALUES (?, ?, ?, ?, ?)", (control_id, patient_id, kind, message, time.time()))
+            row = self._db.execute("SELECT * FROM outbox WHERE control_id = ?",
+                                   (control_id,)).fetchone()
+        return Entry(*row)
+
+    def heads(self) -> list[Entry]:
+        """The oldest pending message of each patient, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox"
+                " WHERE state = 'pending' GROUP BY patient_id) ORDER BY id").fetchall()
+        return [Entry(*r) for r in rows]
+
+    def entries(self, state: str | None = None) -> list[Entry]:
+        with self._lock:
+            if state:
+                rows = self._db.execute("SELECT * FROM outbox WHERE state = ? ORDER BY id",
+                                        (state,)).fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+        return [Entry(*r) for r in rows]
+
+    def attempted(self, entry_id: int) -> None:
+        with self._lock:
+            self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?",
+                             (entry_id,))
+
+    def delivered(self, entry_id: int) -> None:
+        """The engine answered AA: the message leaves the outbox."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+
+    def failed(self, entry_id: int, error: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE outbox SET state = 'failed', error = ? WHERE id = ?",
+                             (error, entry_id))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the caller may be told: delivered (AA) or not (yet)."""
+
+    control_id: str
+    delivered: bool
+    ack: messages.Ack | None = None
+    error: str = ""
+
+
+class Forwarder:
+    """Sends what the outbox holds, in order per patient, until cancelled.
+
+    submit() puts a message in the outbox and waits a bounded time for its
+    AA, so the dialog says "booked" only when it is; on a timeout the
+    message stays queued and is delivered later.
+    """
+
+    def __init__(self, outbox: Outbox, client: MllpClient, idle_poll: float = 1.0):
+        self.outbox, self.client, self.idle_poll = outbox, client, idle_poll
+        self._wake = asyncio.Event()
+        self._waiting: dict[str, asyncio.Future] = {}
+
+    async def submit(self, message: str, patient_id: str, wait: float = 3.0) -> Outcome:
+        entry = await asyncio.to_thread(self.outbox.put, message, patient_id)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[entry.control_id] = future
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), wait)
+        except asyncio.TimeoutError:
+            return Outcome(entry.control_id, False, error="queued; not yet accepted")
+        finally:
+            self._waiting.pop(entry.control_id, None)
+
+    async def run(self, stop_when_empty: bool = False) -> None:
+        while True:
+            heads = await asyncio.to_thread(self.outbox.heads)
+            if not heads:
+                if stop_when_empty:
+                    return
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            for entry in heads:
+                await self._send(entry)
+
+    async def _send(self, entry: Entry) -> None:
+        await asyncio.to_thread(self.outbox.attempted, entry.id)
+        try:
+            ack = await self.client.deliver(entry.message)
+        except Rejected as e:
+            log.warning("EHR: %s %s rejected: %s", entry.kind, entry.control_id, e.ack.error)
+            await asyncio.to_thread(self.outbox.failed, entry.id, e.ack.error or e.ack.code)
+            self._resolve(Outcome(entry.control_id, False, e.ack, e.ack.error or e.ack.code))
+            return
+        await asyncio.to_thread(self.outbox.delivered, entry.id)
+        self._resolve(Outcome(entry.control_id, True, ack))
+
+    def _resolve(self, outcome: Outcome) -> None:
+        future = self._waiting.get(outcome.control_id)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+
+async def drain(outbox: Outbox, client: MllpClient) -> None:
+    """Deliver everything pending, then return (LinkError retried with backoff)."""
+    async with client:
+        await Forwarder(outbox, client).run(stop_when_empty=True)
+
+
+__all__ = ["Outbox", "Entry", "Forwarder", "Outcome", "drain", "LinkError", "PENDING", "FAILED"]
