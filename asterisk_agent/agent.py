@@ -23,12 +23,21 @@ log = logging.getLogger("asterisk_agent.agent")
 
 @dataclass
 class Services:
-    """What a conversation needs besides its call: loaded once, shared by all calls."""
+    """What a conversation needs besides its call: loaded once, shared by all calls.
+
+    One transcription pool and one voice per language of [general] languages,
+    all loaded at start-up: a missing model stops the agent before its first
+    call rather than failing a caller.
+    """
 
     cfg: Config
     practice: Practice
-    stt: SttPool
-    tts: TtsPool
+    stt: dict[str, SttPool]   # language -> pool
+    tts: dict[str, TtsPool]   # language -> pool
+
+    def close(self) -> None:
+        for pool in (*self.stt.values(), *self.tts.values()):
+            pool.close()
 
 
 class Agent:

@@ -50,8 +50,15 @@ def load_services(cfg: config_mod.Config):
     from .speech.tts import TtsPool, load_synthesizer
 
     facts = practice.load(cfg.practice_path)
-    stt = SttPool(load_transcriber(cfg.stt), workers=cfg.stt.workers)
-    tts = TtsPool(load_synthesizer(cfg.tts), workers=cfg.tts.workers)
+    stt, tts = {}, {}
+    for language in cfg.general.languages:
+        stt[language] = SttPool(load_transcriber(cfg.stt.for_language(language)),
+                                workers=cfg.stt.workers)
+        voice = cfg.tts.for_language(language)
+        tts[language] = TtsPool(load_synthesizer(voice), workers=cfg.tts.workers)
+        logging.getLogger("asterisk_agent").info(
+            "language %s: speech-to-text %s, voice %s%s", language, stt[language].transcriber.name,
+            voice.engine, f" {voice.voice}" if voice.voice else "")
     cfg.sounds.dir.mkdir(parents=True, exist_ok=True)
     return Services(cfg=cfg, practice=facts, stt=stt, tts=tts)
 
@@ -61,13 +68,13 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
 
     services = load_services(cfg)
     log = logging.getLogger("asterisk_agent")
-    log.info("asterisk-agent %s: models loaded (STT %s, TTS %s); connecting to %s as app %s",
-             __version__, cfg.stt.engine, cfg.tts.engine, cfg.ari.url, cfg.ari.app)
+    log.info("asterisk-agent %s: models loaded (languages %s, default %s); "
+             "connecting to %s as app %s", __version__, ", ".join(cfg.general.languages),
+             cfg.general.language, cfg.ari.url, cfg.ari.app)
     try:
         await Agent(services).run()
     finally:
-        services.stt.close()
-        services.tts.close()
+        services.close()
     return 0
 
 

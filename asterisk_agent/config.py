@@ -11,11 +11,14 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
 DEFAULT_PATHS = (Path("/etc/asterisk-agent/asterisk-agent.conf"),)
+
+# The languages the dialog can speak (dialog/phrases.py has every phrase in each).
+LANGUAGES = ("en", "es")
 
 
 class ConfigError(Exception):
@@ -34,6 +37,11 @@ class General:
     # practice facts: hours, address, phone, parking (relative to the config file)
     practice_file: Path = Path("practice.conf")
     log_level: str = "info"
+    # the language of a call when the dialplan passes none (AI_AGENT_LANGUAGE),
+    # or one the agent does not speak
+    language: str = "en"
+    # the languages the agent speaks; each one's models load at start-up
+    languages: tuple[str, ...] = LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,15 @@ class Stt:
     # whisper.cpp only: encoder context in 20 ms frames; 0 = the full 30 s window;
     # 512 (about 10 s) is about twice as fast and grows for longer utterances
     audio_ctx: int = 0
+    # the model for Spanish calls, always told the language (Whisper's own guess
+    # is weak); it must be multilingual: tiny.en is English only
+    model_es: str = "base"
+
+    def for_language(self, language: str | None) -> Stt:
+        """The settings that transcribe calls in `language` (Spanish: model_es)."""
+        if language == "es":
+            return replace(self, model=self.model_es, language="es")
+        return self
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,17 @@ class Tts:
     engine: str = "hibari"
     voice: str = ""
     workers: int = 1
+    # the voice of Spanish calls: no neural Spanish voice ships in a package, so
+    # espeak-ng's Latin American Spanish with its Klatt variant, which Whisper
+    # understood best of espeak-ng's Spanish voices (measured)
+    engine_es: str = "espeak-ng"
+    voice_es: str = "es-419+klatt4"
+
+    def for_language(self, language: str | None) -> Tts:
+        """The voice of calls in `language` (Spanish: engine_es, voice_es)."""
+        if language == "es":
+            return replace(self, engine=self.engine_es, voice=self.voice_es)
+        return self
 
 
 @dataclass(frozen=True)
@@ -150,11 +178,16 @@ class Config:
         return self.sounds.asterisk_dir or str(self.sounds.dir)
 
 
+
 _SECTIONS = {k: v for k, v in get_type_hints(Config).items() if k != "path"}
 _CHOICES = {
     ("media", "format"): ("ulaw", "slin"),
     ("stt", "engine"): ("faster-whisper", "whisper.cpp"),
     ("tts", "engine"): ("hibari", "espeak-ng"),
+    # hibari's voice speaks English only
+    ("tts", "engine_es"): ("espeak-ng",),
+    ("general", "language"): LANGUAGES,
+    ("general", "languages"): LANGUAGES,
     ("general", "log_level"): ("debug", "info", "warning", "error"),
 }
 
@@ -191,6 +224,12 @@ def _convert(value: str, kind: Any) -> Any:
         raise ValueError(f"expected yes or no, got {value!r}")
     if kind is Path:
         return Path(os.path.expanduser(value))
+    if kind == tuple[str, ...]:
+        # "en, es" or "en es"
+        items = tuple(dict.fromkeys(v for v in re.split(r"[\s,]+", value) if v))
+        if not items:
+            raise ValueError("expected at least one value")
+        return items
     return value
 
 
@@ -242,9 +281,12 @@ def parse(text: str, path: Path | None = None) -> Config:
                     f"[{name}] {key}: {exc}", path, _line_of(text, key_section, key)
                 ) from None
             allowed = _CHOICES.get((key_section, key))
-            if allowed and value not in allowed:
+            wrong = [v for v in (value if isinstance(value, tuple) else (value,))
+                     if v not in allowed] if allowed else []
+            if wrong:
                 raise ConfigError(
-                    f"[{name}] {key} = {value!r}: choose one of {', '.join(allowed)}",
+                    f"[{name}] {key} = {wrong[0]!r}: choose {'from' if isinstance(value, tuple) else 'one of'} "
+                    f"{', '.join(allowed)}",
                     path, _line_of(text, key_section, key),
                 )
             values[key] = value
@@ -261,6 +303,10 @@ def _check(cfg: Config) -> None:
                           cfg.path, None)
     if not 0 <= cfg.vad.aggressiveness <= 3:
         raise ConfigError("[vad] aggressiveness must be 0 to 3", cfg.path, None)
+    g = cfg.general
+    if g.language not in g.languages:
+        raise ConfigError(f"[general] language = {g.language}: not one of [general] languages "
+                          f"({', '.join(g.languages)})", cfg.path, None)
     if not cfg.ari.url.startswith(("http://", "https://")):
         raise ConfigError(f"[ari] url {cfg.ari.url!r} must start with http:// or https://",
                           cfg.path, None)

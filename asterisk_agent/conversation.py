@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from .agent import Services
-from .dialog import first
+from .dialog import first, phrases
 from .dialog.first import Action, Reply
 from .speech.tts import split_sentences
 from .speech.vad import Endpointer, SpeechPaused, SpeechStarted, Utterance
@@ -27,17 +27,19 @@ MAX_MISSES = 3
 
 
 async def converse(call: CallLeg, s: Services) -> None:
-    ears = Listener(call, s)
+    language = call_language(call, s)
+    say = phrases.of(language)
+    ears = Listener(call, s, language)
     ears.start()
     try:
-        await speak(call, s, ears, first.greeting(s.practice))
+        await speak(call, s, ears, first.greeting(s.practice, language))
         misses = 0
         while True:
             heard = await ears.next_turn(s.cfg.vad.no_input_s)
-            reply = await understand(call, s, heard)
+            reply = await understand(call, s, heard, language)
             misses = misses + 1 if reply.intent in ("unknown", "silence") else 0
             if misses >= MAX_MISSES:
-                reply = Reply(first.TRANSFER, Action.OPERATOR, "too many misses")
+                reply = Reply(say.transfer, Action.OPERATOR, "too many misses")
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
             await speak(call, s, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
             if reply.action is Action.OPERATOR:
@@ -48,6 +50,19 @@ async def converse(call: CallLeg, s: Services) -> None:
                 return
     finally:
         ears.stop()
+
+
+def call_language(call: CallLeg, s: Services) -> str:
+    """The dialplan's choice (the second Stasis argument, AI_AGENT_LANGUAGE), if spoken here."""
+    requested = call.args[1] if len(call.args) > 1 else ""
+    g = s.cfg.general
+    language = phrases.choose_language(requested, g.languages, g.language)
+    if requested and phrases.primary(requested) != language:
+        log.info("call %s: language %r is not one of [general] languages (%s); speaking %s",
+                 call.channel_id, requested, ", ".join(g.languages), language)
+    else:
+        log.info("call %s: language %s", call.channel_id, language)
+    return language
 
 
 @dataclass
@@ -67,26 +82,29 @@ class Line:
     interrupted: bool = False
 
 
-async def understand(call: CallLeg, s: Services, heard: Heard | Dtmf | None) -> Reply:
+async def understand(call: CallLeg, s: Services, heard: Heard | Dtmf | None,
+                     language: str) -> Reply:
+    say = phrases.of(language)
     if heard is None:
-        return Reply(first.NO_INPUT, intent="silence")
+        return Reply(say.no_input, intent="silence")
     if isinstance(heard, Dtmf):
         call.history.append(Line("caller", f"[DTMF {heard.digit}]"))
         if heard.digit == "0":
-            return Reply(first.TRANSFER, Action.OPERATOR, "operator")
-        return Reply(first.NOT_UNDERSTOOD, intent="unknown")
+            return Reply(say.transfer, Action.OPERATOR, "operator")
+        return Reply(say.not_understood, intent="unknown")
     t0 = time.perf_counter()
     early = heard.transcript is not None
-    transcript = await (heard.transcript if early else s.stt.transcribe(heard.utterance.pcm, 8000))
+    transcript = await (heard.transcript if early
+                        else s.stt[language].transcribe(heard.utterance.pcm, 8000))
     log.info("call %s: %.1f s of speech, transcript ready %d ms after the end of the turn%s",
              call.channel_id, heard.utterance.duration, (time.perf_counter() - t0) * 1000,
              " (started at a pause)" if early else "")
     call.history.append(Line("caller", transcript))
     if not transcript.strip():
-        return Reply(first.NOT_UNDERSTOOD, intent="unknown")
-    reply = first.respond(transcript, s.practice, s.practice.now())
+        return Reply(say.not_understood, intent="unknown")
+    reply = first.respond(transcript, s.practice, s.practice.now(), language)
     if heard.utterance.truncated:
-        reply = Reply(first.TOO_LONG + " " + reply.text, reply.action, reply.intent)
+        reply = Reply(say.too_long + " " + reply.text, reply.action, reply.intent)
     return reply
 
 
@@ -105,7 +123,7 @@ async def speak(call: CallLeg, s: Services, ears: "Listener", text: str,
             if ears.barged_in:
                 break
             path, stem = call.sentence_path()
-            await s.tts.to_file(sentence, path.parent, stem)
+            await s.tts[ears.language].to_file(sentence, path.parent, stem)
             if ears.barged_in:
                 break
             queued.append(await call.play(path))
@@ -133,9 +151,11 @@ class Listener:
     and most of the transcription time is already behind us.
     """
 
-    def __init__(self, call: CallLeg, s: Services):
+    def __init__(self, call: CallLeg, s: Services, language: str):
         self.call = call
-        self.stt = s.stt
+        # the call's language: what it is transcribed in, and spoken back in
+        self.language = language
+        self.stt = s.stt[language]
         self.endpointer = Endpointer(s.cfg.vad, pause_ms=s.cfg.vad.pause_ms or None)
         self.turns: asyncio.Queue[Heard | Dtmf] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []

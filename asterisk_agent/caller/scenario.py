@@ -3,7 +3,7 @@
     name: ivr-hours                 # optional; defaults to the file name
     dial: "100"                     # the extension to call (a string: YAML reads 0100 as 64)
     timeout: 20                     # optional: seconds each expect / reply may take
-    language: en                    # optional: the language the caller's STT listens for
+    language: en                    # optional: the language the caller speaks and listens for
     voice: hibari                   # optional: the caller's TTS, hibari or espeak-ng
     steps:
       - expect: "press (1|one)"     # a regex (case-insensitive) that must be heard
@@ -44,6 +44,10 @@ diction.  `voice: espeak-ng` is there for a harder listener test.  The
 caller's own STT (the configured [stt] model) runs in a worker process on one
 thread, so it neither delays the caller's packets nor takes both cores from
 the agent under test.
+
+A scenario in another language (`language: es`) speaks with espeak-ng's voice
+for it (hibari speaks English only) and listens with that language's model
+([stt] model_es for Spanish: the multilingual Whisper base), told the language.
 """
 
 from __future__ import annotations
@@ -216,9 +220,12 @@ def parse_scenario(data: Any, source: str = "<scenario>", default_name: str = "s
     language = data.get("language")
     if language is not None and (not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}", language)):
         raise fail(f"language must be a language code such as \"en\", got {language!r}")
-    voice = data.get("voice", "hibari")
+    english = language in (None, "en")
+    voice = data.get("voice", "hibari" if english else "espeak-ng")
     if voice not in VOICES:
         raise fail(f"voice must be one of {', '.join(VOICES)}, got {voice!r}")
+    if voice == "hibari" and not english:
+        raise fail(f"voice hibari speaks English only; language {language} needs voice: espeak-ng")
     for key in ("description",):
         if key in data and not isinstance(data[key], str):
             raise fail(f"{key} must be a string")
@@ -374,17 +381,22 @@ def voiced_segments(pcm: np.ndarray, threshold: float = SILENCE_RMS,
 
 # --- running a call ------------------------------------------------------------
 
-# The caller's Whisper, inside its worker process (see Ears).
-_TRANSCRIBER = None
+# The caller's Whisper models, inside its worker process (see Ears), by settings.
+_TRANSCRIBERS: dict[config.Stt, Any] = {}
 
 
 def _transcribe_in_worker(stt_cfg: config.Stt, pcm: np.ndarray, rate: int, language: str | None) -> str:
-    global _TRANSCRIBER
-    if _TRANSCRIBER is None:
+    if stt_cfg not in _TRANSCRIBERS:
         from asterisk_agent.speech import stt
 
-        _TRANSCRIBER = stt.load_transcriber(stt_cfg)
-    return _TRANSCRIBER.transcribe(pcm, rate, language)
+        _TRANSCRIBERS[stt_cfg] = stt.load_transcriber(stt_cfg)
+    return _TRANSCRIBERS[stt_cfg].transcribe(pcm, rate, language)
+
+
+# espeak-ng's voice for the caller's lines in each language (the agent's
+# Spanish voice is Latin American: the caller speaks the Spanish of Spain, with
+# the Klatt variant, which Whisper base understands best)
+ESPEAK_VOICES = {None: "en-us", "en": "en-us", "es": "es+klatt4"}
 
 
 @dataclass
@@ -422,25 +434,32 @@ class Ears:
             raise
         return cls(stt_cfg, pool)
 
-    def synthesizer(self, voice: str):
-        if voice not in self.synthesizers:
+    def synthesizer(self, voice: str, language: str | None = None):
+        key = (voice, language)
+        if key not in self.synthesizers:
             from asterisk_agent.speech import tts
 
-            self.synthesizers[voice] = tts.load_synthesizer(config.Tts(engine=voice))
-        return self.synthesizers[voice]
+            name = ESPEAK_VOICES.get(language, language or "") if voice == "espeak-ng" else ""
+            self.synthesizers[key] = tts.load_synthesizer(config.Tts(engine=voice, voice=name))
+        return self.synthesizers[key]
+
+    async def listen_for(self, language: str | None) -> None:
+        """Load the model that transcribes `language` now, not during the call."""
+        await self.transcribe(np.zeros(RATE // 2, np.int16), language)
 
     async def transcribe(self, pcm: np.ndarray, language: str | None) -> str:
         if pcm.size == 0:
             return ""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, _transcribe_in_worker, self.stt, pcm, RATE, language)
+        return await loop.run_in_executor(self.pool, _transcribe_in_worker,
+                                          self.stt.for_language(language), pcm, RATE, language)
 
-    async def speak(self, text: str, voice: str) -> np.ndarray:
+    async def speak(self, text: str, voice: str, language: str | None = None) -> np.ndarray:
         """The caller's line as 8 kHz audio, silence trimmed (done before the call starts)."""
         from asterisk_agent.speech.audio import resample
 
         def work() -> np.ndarray:
-            pcm, rate = self.synthesizer(voice).synthesize(text)
+            pcm, rate = self.synthesizer(voice, language).synthesize(text)
             return trim_silence(resample(pcm, rate, RATE), RATE, SILENCE_RMS)
         return await asyncio.get_running_loop().run_in_executor(self.tts_pool, work)
 
@@ -641,8 +660,9 @@ async def play_scenario(scenario: Scenario | dict | str | Path, cfg: config.Conf
     result = _new_result(scenario.name, scenario.source, scenario.dial)
     try:
         # everything the caller will say, before the clock starts
-        speech = {s.number: await ears.speak(s.value, scenario.voice)
+        speech = {s.number: await ears.speak(s.value, scenario.voice, scenario.language)
                   for s in scenario.steps if s.action == "say"}
+        await ears.listen_for(scenario.language)
         call = Call("127.0.0.1", cfg.sandbox.sip_port)
         run = _Run(scenario, call, ears, speech)
         try:

@@ -39,9 +39,15 @@ class Practice:
     timezone: zoneinfo.ZoneInfo
     hours: dict[str, Hours | None]  # day name -> hours, None when closed
     parking: str
+    # [parking] text_es: the parking text for Spanish calls ("" when not written)
+    parking_es: str = ""
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(self.timezone)
+
+    def parking_in(self, language: str) -> str:
+        """The parking text for a call in `language` (the English one if not translated)."""
+        return self.parking_es if language == "es" and self.parking_es else self.parking
 
     def is_open(self, at: dt.datetime) -> bool:
         h = self.hours[DAYS[at.weekday()]]
@@ -111,6 +117,7 @@ def parse(text: str, path: Path | None = None) -> Practice:
         timezone=tz,
         hours=hours,
         parking=need("parking", "text"),
+        parking_es=parser.get("parking", "text_es", fallback="").strip(),
     )
 
 

@@ -51,10 +51,14 @@ FRONT_DESK_CONTEXT = "sandbox-front-desk"
 
 # The words callers hear.  In production the administrator records their own
 # prompts under the same names (sounds/en/ai-agent/ivr-menu.wav); the sandbox
-# speaks these with espeak-ng so that a test caller can check them by ear (STT).
+# synthesizes these so that a test caller can check them by ear (STT).
 IVR_MENU_TEXT = "Press 1 for the assistant. Press 0 for the operator."
+IVR_MENU_ES_TEXT = "Para español, oprima el dos."
 FRONT_DESK_TEXT = "You have reached the front desk. Please hold."
-PROMPTS = {"ivr-menu": IVR_MENU_TEXT, "front-desk": FRONT_DESK_TEXT}
+PROMPTS = {"ivr-menu": IVR_MENU_TEXT, "ivr-menu-es": IVR_MENU_ES_TEXT,
+           "front-desk": FRONT_DESK_TEXT}
+# the voice of each prompt not in English: (engine, voice), as in [tts]
+PROMPT_VOICES = {"ivr-menu-es": ("espeak-ng", "es-419+klatt4")}
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -563,11 +567,12 @@ class Sandbox:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in PROMPTS.items():
             wav, said = folder / f"{name}.wav", folder / f"{name}.txt"
+            engine, voice = PROMPT_VOICES.get(name, (PROMPT_VOICE, ""))
             # the record names the voice too, so a change of voice remakes the file
-            record = f"{PROMPT_VOICE}: {text}"
+            record = f"{engine}{' ' + voice if voice else ''}: {text}"
             if wav.is_file() and said.is_file() and said.read_text() == record:
                 continue
-            write_prompt(text, wav)
+            write_prompt(text, wav, engine, voice)
             said.write_text(record)
 
     # -- run -----------------------------------------------------------------
@@ -907,16 +912,17 @@ def _tail(path: Path, lines: int) -> str:
         return f"(no {path})"
 
 
-def write_prompt(text: str, wav_path: Path) -> None:
-    """Speak `text` with the agent's neural voice into an 8 kHz 16-bit mono WAV.
+def write_prompt(text: str, wav_path: Path, engine: str = "", voice: str = "") -> None:
+    """Speak `text` into an 8 kHz 16-bit mono WAV, with the agent's neural voice by default.
 
-    Not espeak-ng: the scripted caller must understand these prompts, and
-    Whisper turns espeak-ng's "front desk" into "front neck".
+    Not espeak-ng for English: the scripted caller must understand these
+    prompts, and Whisper turns espeak-ng's "front desk" into "front neck".
+    Spanish has no neural voice in a package: espeak-ng speaks it.
     """
     from ..speech import ModelError, audio
 
     try:
-        pcm, rate = _prompt_voice().synthesize(text)
+        pcm, rate = _prompt_voice(engine or PROMPT_VOICE, voice).synthesize(text)
     except ModelError as exc:
         raise SandboxError(f"cannot make the sandbox's prompts: {exc}") from None
     audio.write_wav(wav_path, audio.resample(pcm, rate, audio.RATE_8K), audio.RATE_8K)
@@ -925,9 +931,9 @@ def write_prompt(text: str, wav_path: Path) -> None:
 PROMPT_VOICE = "hibari"
 
 
-@functools.lru_cache(maxsize=1)
-def _prompt_voice():
+@functools.lru_cache(maxsize=4)
+def _prompt_voice(engine: str, voice: str):
     from .. import config
     from ..speech import tts
 
-    return tts.load_synthesizer(config.Tts(engine=PROMPT_VOICE))
+    return tts.load_synthesizer(config.Tts(engine=engine, voice=voice))

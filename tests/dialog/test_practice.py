@@ -46,3 +46,13 @@ def test_missing_key(tmp_path):
     f.write_text(_text().replace("address =", "; address ="))
     with pytest.raises(practice.PracticeError, match="address is missing"):
         practice.load(f)
+
+
+def test_parking_text_for_spanish_calls_is_optional():
+    text = (ROOT / "etc" / "practice.conf").read_text()
+    plain = practice.parse(text)
+    assert plain.parking_in("es") == plain.parking_in("en") == plain.parking
+    translated = practice.parse(
+        text + "\ntext_es = Hay estacionamiento gratis detrás del edificio.\n")
+    assert translated.parking_in("es") == "Hay estacionamiento gratis detrás del edificio."
+    assert translated.parking_in("en") == plain.parking
