@@ -108,6 +108,15 @@ def cmd_call(args) -> int:
     return main_call(args.scenarios, cfg, args.json)
 
 
+# --- ehr ------------------------------------------------------------------------
+def cmd_ehr(args) -> int:
+    from .ehr import cli as ehr_cli
+
+    cfg = _load_config(args)
+    _setup_logging("warning")
+    return ehr_cli.cmd_ehr(args, ehr_cli.apply_config(args, cfg))
+
+
 # --- models -------------------------------------------------------------------
 def cmd_models(args) -> int:
     """Find every packaged Whisper model and make its whisper.cpp file (cached)."""
@@ -197,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="wait up to this long for the agent to connect")
     p.set_defaults(func=cmd_status)
+
+    from .ehr.cli import add_arguments as ehr_arguments
+
+    p = sub.add_parser("ehr", parents=[common],
+                       help="the EHR link: check it, list or send the outbox")
+    ehr_arguments(p)
+    p.set_defaults(func=cmd_ehr)
 
     p = sub.add_parser("models", parents=[common],
                        help="check the packaged speech models and prepare their whisper.cpp files")

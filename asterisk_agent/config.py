@@ -145,6 +145,28 @@ class Vad:
 
 
 @dataclass(frozen=True)
+class Ehr:
+    # the HL7 interface engine (MLLP)
+    host: str = "127.0.0.1"
+    port: int = 2575
+    # MSH-3 to MSH-6 of every message the agent sends
+    sending_application: str = "ASTERISK-AGENT"
+    sending_facility: str = "PRACTICE"
+    receiving_application: str = "EHR"
+    receiving_facility: str = "PRACTICE"
+    # seconds
+    connect_timeout: float = 5.0
+    ack_timeout: float = 10.0
+    # TLS: the CA that signed the engine's certificate (empty: plain TCP), and for
+    # mutual TLS the agent's own certificate and key
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # the durable outbox (relative to [general] state_dir)
+    outbox_file: Path = Path("ehr-outbox.sqlite3")
+
+
+@dataclass(frozen=True)
 class Sandbox:
     # the cached Debian sid chroot with Asterisk (built once)
     dir: Path = Path("~/.cache/asterisk-agent/sandbox")
@@ -164,6 +186,7 @@ class Config:
     stt: Stt = field(default_factory=Stt)
     tts: Tts = field(default_factory=Tts)
     vad: Vad = field(default_factory=Vad)
+    ehr: Ehr = field(default_factory=Ehr)
     sandbox: Sandbox = field(default_factory=Sandbox)
 
     @property
@@ -172,6 +195,11 @@ class Config:
         if not p.is_absolute() and self.path is not None:
             p = self.path.parent / p
         return p
+
+    @property
+    def ehr_outbox_path(self) -> Path:
+        p = self.ehr.outbox_file
+        return p if p.is_absolute() else self.general.state_dir / p
 
     @property
     def asterisk_sounds_dir(self) -> str:

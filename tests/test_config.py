@@ -50,3 +50,11 @@ def test_bad_values_are_clear(text, message):
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(config.ConfigError, match="--config"):
         config.load(tmp_path / "nope.conf")
+
+
+def test_ehr_section(tmp_path):
+    cfg = config.parse("[general]\nstate_dir = /srv/agent\n[ehr]\nhost = 10.0.0.5\nport = 6661\n")
+    assert (cfg.ehr.host, cfg.ehr.port) == ("10.0.0.5", 6661)
+    assert str(cfg.ehr_outbox_path) == "/srv/agent/ehr-outbox.sqlite3"
+    with pytest.raises(config.ConfigError, match="hots"):
+        config.parse("[ehr]\nhots = x\n")

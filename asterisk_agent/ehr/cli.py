@@ -1,4 +1,4 @@
-"""`asterisk-agent ehr check | outbox | send`, for the lead to wire into cli.py.
+"""`asterisk-agent ehr check | outbox | send`.
 
 check   connect, send a harmless query (a patient search that matches no one),
         print the round-trip time and the engine's answer
@@ -14,21 +14,36 @@ import asyncio
 import time
 from pathlib import Path
 
+from asterisk_agent import config
 from asterisk_agent.ehr import messages
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, client_tls
 from asterisk_agent.ehr.outbox import Outbox, drain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line; options left out take the [ehr] settings of the config."""
     parser.add_argument("action", choices=("check", "outbox", "send"))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=2575)
-    parser.add_argument("--outbox", type=Path, default=Path("ehr-outbox.sqlite3"),
-                        help="the outbox file")
+    parser.add_argument("--host", help="the interface engine (default: [ehr] host)")
+    parser.add_argument("--port", type=int, help="its MLLP port (default: [ehr] port)")
+    parser.add_argument("--outbox", type=Path, help="the outbox file (default: [ehr] outbox_file)")
     parser.add_argument("--tls-ca", help="verify the engine against this CA (enables TLS)")
     parser.add_argument("--tls-cert", help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", help="its private key")
-    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, help="seconds (default: [ehr] connect_timeout)")
+
+
+def apply_config(args: argparse.Namespace, cfg: config.Config) -> messages.Facility:
+    """Fill what the command line left out from the config; the facility names too."""
+    e = cfg.ehr
+    args.host = args.host or e.host
+    args.port = args.port or e.port
+    args.outbox = args.outbox or cfg.ehr_outbox_path
+    args.tls_ca = args.tls_ca or e.tls_ca_file or None
+    args.tls_cert = args.tls_cert or e.tls_cert_file or None
+    args.tls_key = args.tls_key or e.tls_key_file or None
+    args.timeout = args.timeout or e.connect_timeout
+    return messages.Facility(e.sending_application, e.sending_facility,
+                             e.receiving_application, e.receiving_facility)
 
 
 def settings_from(args) -> LinkSettings:
@@ -78,7 +93,8 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asterisk-agent ehr", description=__doc__)
     add_arguments(parser)
-    return cmd_ehr(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return cmd_ehr(args, apply_config(args, config.Config()))
 
 
 if __name__ == "__main__":
