@@ -139,7 +139,8 @@ def test_spanish_parking_text_when_the_practice_file_has_one():
     assert respond("¿Hay estacionamiento?", translated, NOW, "es").text.startswith(
         "Hay estacionamiento gratis detrás del edificio.")
     # without it, the practice's own text: the caller still gets the facts
-    assert respond("¿Hay estacionamiento?", FACTS, NOW, "es").text.startswith(FACTS.parking)
+    untranslated = dataclasses.replace(FACTS, parking_es="")
+    assert respond("¿Hay estacionamiento?", untranslated, NOW, "es").text.startswith(FACTS.parking)
     assert respond("Where can I park?", translated, NOW, "en").text.startswith(FACTS.parking)
 
 
