@@ -357,8 +357,8 @@ def latency_breakdown(report: dict) -> dict | None:
     silence = (report.get("config") or {}).get("vad_silence_ms")
     stt = ((report.get("agent_stt_ms") or {}).get(key) or {}).get("p50")
     tts = (report.get("tts_first_audio_ms") or {}).get((report.get("config") or {}).get("tts"))
-    if None in (total, silence, stt, tts):
-        return None
+    if None in (total, silence, stt, tts) or total < silence + stt + tts:
+        return None  # a part not measured, or taken from other calls than the bench's
     return {"level": key, "latency_p50": total, "end_of_turn_silence": silence, "stt_wait_p50": stt,
             "tts_first_sentence": tts, "rest": round(total - silence - stt - tts, 1)}
 
@@ -388,6 +388,8 @@ def _latency_lines(report: dict) -> list[str]:
         if s.get("calls_failed"):
             out.append(f"  {'':>13} {s['calls_failed']} of {s['calls']} call(s) failed: "
                        + "; ".join(s.get("failures", [])[:3]))
+        if stt.get("note"):
+            out.append(f"  {'':>13} agent STT wait: {stt['note']}")
     parts = report.get("latency_breakdown_ms")
     if parts:
         out.append(f"  the p50 turn at {parts['level'].removeprefix('calls_')} call(s), "
@@ -437,7 +439,8 @@ def format_report(report: dict) -> str:
         out += ["", "Barge-in, ms (caller's speech onset -> agent audio stops at the caller): "
                     f"p50 {_fmt(b['p50'])}  p95 {_fmt(b['p95'])}  max {_fmt(b['max'])}  n {b['n']}",
                 f"  not stopped while the caller talked: {b.get('not_stopped', 0)}; "
-                f"agent silent at the onset (left out): {b.get('not_speaking', 0)}"]
+                f"left out: agent silent at the onset {b.get('not_speaking', 0)}, "
+                f"question not answered {b.get('not_answered', 0)}"]
     out += _speech_lines(report)
     mem = report.get("memory") or {}
     if mem:
@@ -821,8 +824,9 @@ class LevelResult:
     idle_kb: int | None = None
     peak_kb: int | None = None
     peak_method: str = ""
-    # whether the worker measured (and its log) handled calls in this level
+    # whether the worker measured (and its log) handled calls in this level, and how many
     served: bool = False
+    agent_calls: int = 0
 
 
 async def run_level(cfg: config.Config, ears, harness: Harness, level: int, calls: int,
@@ -858,7 +862,8 @@ async def run_level(cfg: config.Config, ears, harness: Harness, level: int, call
         out.peak_kb = max(hwm or 0, sampler.peak_kb) or None
         out.peak_method = "VmHWM after reset" if reset else f"VmRSS sampled every {RSS_SAMPLE_S:g} s"
     out.agent_log = harness.log_since(offset)
-    out.served = bool(_CALL_START.search(out.agent_log))
+    out.agent_calls = len(_CALL_START.findall(out.agent_log))
+    out.served = out.agent_calls > 0
     return out
 
 
@@ -932,8 +937,11 @@ def level_report(lr: LevelResult) -> tuple[dict, dict, list[float]]:
     summary = summarize(samples) | counts | {
         "calls": len(lr.results), "calls_failed": len(failures), "failures": failures,
         "samples": [round(v, 1) for v in samples]}
-    stt = agent_stt_times(lr.agent_log)
-    return summary, summarize(ms for _, ms in stt), samples
+    stt = summarize(ms for _, ms in agent_stt_times(lr.agent_log)) | {"agent_calls": lr.agent_calls}
+    if lr.agent_calls > len(lr.results) + 1:  # the warm-up call may fall in the first window
+        stt["note"] = (f"the agent took {lr.agent_calls} calls while the bench placed "
+                       f"{len(lr.results)}: these figures include other calls")
+    return summary, stt, samples
 
 
 # --- models (I/O) ---------------------------------------------------------------------
@@ -1102,10 +1110,13 @@ def run_bench(opts: Options) -> dict:
             else:
                 report["peak_rss_mb_per_call"] = None
         if barge:
-            barge_values = [b["ms"] for b in barge if b["ms"] is not None]
+            # a call the agent did not answer (the operator fallback, say) measures something else
+            answered = [b for b in barge if b["reply"]]
+            barge_values = [b["ms"] for b in answered if b["ms"] is not None]
             report["barge_in_ms"] = summarize(barge_values) | {
-                "not_stopped": sum(b["verdict"] == "not stopped" for b in barge),
-                "not_speaking": sum(b["verdict"] == "not speaking" for b in barge),
+                "not_stopped": sum(b["verdict"] == "not stopped" for b in answered),
+                "not_speaking": sum(b["verdict"] == "not speaking" for b in answered),
+                "not_answered": len(barge) - len(answered),
                 "calls": barge}
     if "tts" in opts.parts and time.monotonic() < deadline:
         mark("tts")
