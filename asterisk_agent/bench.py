@@ -957,7 +957,7 @@ def make_utterances() -> list[tuple[str, str, np.ndarray]]:
             pcm, rate = synth.synthesize(sentence)
             pcm = audio.resample(pcm, rate, 8000)
             pcm = audio.trim_silence(pcm, 8000, lead_ms=UTTERANCE_LEAD_MS, tail_ms=UTTERANCE_TAIL_MS)
-            out.append((voice, sentence, audio.ulaw_decode(audio.ulaw_encode(pcm))))
+            out.append((voice, sentence, audio.through_ulaw(pcm)))
     return out
 
 

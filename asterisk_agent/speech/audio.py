@@ -70,6 +70,11 @@ def ulaw_encode(pcm: np.ndarray) -> bytes:
     return _ULAW_ENCODE[_as_int16(pcm).view(np.uint16)].tobytes()
 
 
+def through_ulaw(pcm: np.ndarray) -> np.ndarray:
+    """The audio as it arrives from a u-law (G.711) phone line."""
+    return ulaw_decode(ulaw_encode(pcm))
+
+
 def slin_decode(data: bytes) -> np.ndarray:
     """RTP L16 ("slin" in Asterisk) payload to int16 samples.
 

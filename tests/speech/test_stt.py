@@ -3,11 +3,11 @@ line at 8 kHz, transcribed offline by Whisper models shipped in PyPI packages.""
 
 import shutil
 
-import jiwer
 import numpy as np
 import pytest
 
 from asterisk_agent import config
+from asterisk_agent.bench import word_error_rate
 from asterisk_agent.speech import ModelError, audio, models, stt
 
 # plain words: Whisper writes numbers and titles as digits and abbreviations,
@@ -18,20 +18,9 @@ SENTENCES = [
     "I need a refill of my blood pressure medication.",
 ]
 
-_NORMALIZE = jiwer.Compose([
-    jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-    jiwer.Strip(), jiwer.ReduceToListOfListOfWords(),
-])
-
-
-def wer(references, hypotheses):
-    return jiwer.wer(references, hypotheses,
-                     reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE)
-
-
-def phone_line(pcm):
-    """What the agent receives from a u-law call."""
-    return audio.ulaw_decode(audio.ulaw_encode(pcm))
+# one word error rate for the project: the benchmark's (numbers and titles normalized)
+wer = word_error_rate
+phone_line = audio.through_ulaw
 
 
 def test_wer_helper_counts_errors():

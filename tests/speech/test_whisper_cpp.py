@@ -7,11 +7,11 @@ import re
 import sys
 import time
 
-import jiwer
 import numpy as np
 import pytest
 
 from asterisk_agent import config
+from asterisk_agent.bench import word_error_rate
 from asterisk_agent.speech import ModelError, audio, ggml, models, stt
 from asterisk_agent.speech.whisper_cpp import (WhisperCppTranscriber, context_frames,
                                                drop_repeats, max_tokens)
@@ -28,20 +28,9 @@ SENTENCES = [
     "Please ask the nurse to call me back this evening.",
 ]
 
-_NORMALIZE = jiwer.Compose([
-    jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-    jiwer.Strip(), jiwer.ReduceToListOfListOfWords(),
-])
-
-
-def wer(references, hypotheses):
-    return jiwer.wer(references, hypotheses,
-                     reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE)
-
-
-def phone_line(pcm):
-    """What the agent receives from a u-law call."""
-    return audio.ulaw_decode(audio.ulaw_encode(pcm))
+# one word error rate for the project: the benchmark's (numbers and titles normalized)
+wer = word_error_rate
+phone_line = audio.through_ulaw
 
 
 @pytest.fixture(scope="module")
