@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from .config import Config
+from .conversation import converse
 from .dialog.practice import Practice
 from .speech.stt import SttPool
 from .speech.tts import TtsPool
@@ -119,8 +120,6 @@ class Agent:
         self._spawn(self._run_call(leg), f"call-{leg.channel_id}")
 
     async def _run_call(self, leg: CallLeg) -> None:
-        from .conversation import converse
-
         log.info("call %s from %s: start", leg.channel_id, "caller" if leg.caller_number else "?")
         try:
             await leg.connect_media()

@@ -12,13 +12,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .agent import Services
 from .dialog import first, phrases
 from .dialog.first import Action, Reply
 from .speech.tts import split_sentences
 from .speech.vad import Endpointer, SpeechPaused, SpeechStarted, Utterance
 from .telephony.leg import CallerGone, CallLeg, Dtmf, Playback
+
+if TYPE_CHECKING:  # agent.py runs the conversation: no import cycle at run time
+    from .agent import Services
 
 log = logging.getLogger("asterisk_agent.call")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 import uuid
 
 import numpy as np
@@ -213,7 +212,3 @@ async def _check_dialplan_and_sounds(cfg, ari, stem: str, report: Report) -> Non
             pass
         pump_task.cancel()
         await asyncio.gather(pump_task, return_exceptions=True)
-
-
-if __name__ == "__main__":
-    sys.exit(run_doctor(sys.argv[1] if len(sys.argv) > 1 else None))

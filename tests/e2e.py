@@ -10,8 +10,7 @@ from asterisk_agent.telephony.ari import AriClient
 
 
 def call(cfg, scenario: dict, tmp_path=None) -> dict:
-    result = run_scenario(scenario, cfg, record_dir=tmp_path)
-    return result
+    return run_scenario(scenario, cfg, record_dir=tmp_path)
 
 
 def explain(result: dict) -> str:

@@ -37,6 +37,9 @@ HANGOVER_MS = 80
 # A candidate onset that falls silent this long before reaching min_speech_ms
 # was a blip, not speech.
 BLIP_GAP_MS = 120
+# A blip followed this soon by speech was that speech's first syllable ("Good-"
+# of a "Good... bye" said with a catch): the turn starts with it, not after it.
+BLIP_JOIN_MS = 500
 
 _VAD_RATES = (8000, 16000, 32000, 48000)
 _FRAME_MS = (10, 20, 30)
@@ -119,6 +122,8 @@ class Endpointer:
         self._candidate = False
         self._in_speech = False
         self._paused = False
+        self._blip: list[np.ndarray] = []  # the last blip, while speech may still follow
+        self._blip_until = 0.0
 
     @property
     def in_speech(self) -> bool:
@@ -152,7 +157,9 @@ class Endpointer:
         if voiced:
             # a possible onset: keep the preroll and watch whether it lasts
             self._candidate = True
-            self._frames = list(self._preroll)
+            blip = self._blip if at <= self._blip_until else []
+            self._blip = []
+            self._frames = blip + list(self._preroll)
             self._frames.append(frame)
             self._started_at = self._last_voiced_at = at
             self._last_voiced_index = len(self._frames)
@@ -178,15 +185,13 @@ class Endpointer:
             return self._confirm(at)
         self._silence_ms += ms
         if self._silence_ms >= BLIP_GAP_MS:
-            # too short to be a turn: back to listening, keeping the recent
-            # audio as preroll in case speech follows at once
-            frames = self._frames
+            # too short to be a turn: back to listening, holding the blip for a
+            # moment in case it was the first syllable of what follows
+            self._blip, self._blip_until = self._frames, at + BLIP_JOIN_MS / 1000
             self._candidate = False
             self._frames = []
             self._preroll.clear()
             self._preroll_samples = 0
-            for f in frames:
-                self._remember(f)
         return []
 
     def _confirm(self, at: float) -> list:

@@ -185,3 +185,28 @@ def test_no_speech_paused_unless_asked(say):
     speech = say("I would like to book an appointment for next week.")
     events = run(np.concatenate([silence(1), speech, silence(1.5)]))
     assert not any(isinstance(e, vad.SpeechPaused) for _, e in events)
+
+
+def syllable(say):
+    """The first 150 ms of "Good": too short to be a turn on its own."""
+    good = say("Good")
+    return good[: int(RATE_8K * 0.15)]
+
+
+def test_a_first_syllable_cut_off_by_a_catch_stays_in_the_turn(say):
+    """ "Goo... bye": a syllable too short to count alone still starts the turn."""
+    goo, bye = syllable(say), say("bye, thank you")
+    assert run(np.concatenate([silence(1), goo, silence(1.5)])) == [], \
+        "the syllable counts as speech on its own: the test proves nothing"
+    [alone] = utterances(run(np.concatenate([silence(1), bye, silence(1.5)])))
+    # a 300 ms catch: long enough that the syllable alone has ended as a blip
+    [joined] = utterances(run(np.concatenate([silence(1), goo, silence(0.3), bye, silence(1.5)])))
+    # the turn holds the syllable and the catch after it, not only "bye"
+    assert joined.duration >= alone.duration + 0.15 + 0.2
+
+
+def test_a_blip_long_before_speech_is_not_kept(say):
+    cough, bye = syllable(say), say("bye, thank you")
+    [alone] = utterances(run(np.concatenate([silence(1), bye, silence(1.5)])))
+    [later] = utterances(run(np.concatenate([silence(1), cough, silence(1.5), bye, silence(1.5)])))
+    assert later.duration == pytest.approx(alone.duration, abs=0.05)
