@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Config
 from .conversation import converse
 from .dialog.practice import Practice
+from .dialog.screen import Protocols
+from .ehr.link import EhrLink
+from .ehr.messages import Provider
 from .speech.stt import SttPool
 from .speech.tts import TtsPool
 from .telephony.ari import AriClient, hand_over_orphans
@@ -33,8 +36,11 @@ class Services:
 
     cfg: Config
     practice: Practice
+    protocols: Protocols      # the urgent-symptom screen
     stt: dict[str, SttPool]   # language -> pool
     tts: dict[str, TtsPool]   # language -> pool
+    ehr: EhrLink | None = None                  # started by the worker
+    providers: dict[str, Provider] = field(default_factory=dict)  # names to speak
 
     def close(self) -> None:
         for pool in (*self.stt.values(), *self.tts.values()):

@@ -65,7 +65,7 @@ DEFAULT_CONFIG = Path("etc/sandbox.conf")
 DEFAULT_OUT = Path("docs")
 DEFAULT_CALLS = 5
 LEVELS = (1, 4, 8)
-PARTS = ("calls", "barge-in", "stt", "tts")
+PARTS = ("calls", "barge-in", "stt", "tts", "ehr")
 # the extension that goes straight to the agent (no IVR menu first)
 DIAL = "200"
 # seconds one call may take in all before it is abandoned (its steps time out sooner)
@@ -94,7 +94,10 @@ TARGETS = (
     ("latency p95, 4 calls", ("latency_ms", "calls_4", "p95"), 1500.0),
     ("barge-in p50", ("barge_in_ms", "p50"), 300.0),
     ("WER, default engine", ("stt", "@default", "wer"), 0.15),
+    ("EHR booking p95", ("ehr_booking_ms", "p95"), 50.0),
 )
+# bookings (SRM^S01 -> SRR^S01) timed against the simulated interface engine
+EHR_BOOKINGS = 300
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,14 @@ SENTENCES = (
     "Please let me speak to the front desk.",
 )
 VOICES = ("hibari", "espeak-ng")
-# engine configurations: (label, engine, model, audio_ctx); the first is the default
+# engine configurations: (label, engine, model, audio_ctx, beam_size); the first is
+# the default
 STT_ENGINES = (
-    ("faster-whisper tiny.en", "faster-whisper", "tiny.en", 0),
-    ("whisper.cpp tiny.en", "whisper.cpp", "tiny.en", 0),
-    ("whisper.cpp tiny.en audio_ctx=512", "whisper.cpp", "tiny.en", 512),
+    ("whisper.cpp tiny.en", "whisper.cpp", "tiny.en", 128, 1),
+    ("whisper.cpp tiny.en beam 5", "whisper.cpp", "tiny.en", 128, 5),
+    ("whisper.cpp tiny.en full context", "whisper.cpp", "tiny.en", 0, 1),
+    ("faster-whisper tiny.en", "faster-whisper", "tiny.en", 0, 5),
+    ("faster-whisper tiny.en greedy", "faster-whisper", "tiny.en", 0, 1),
 )
 # an utterance as the agent's endpointer hands it over: some lead-in and tail kept
 UTTERANCE_LEAD_MS = 200
@@ -966,10 +972,10 @@ def bench_stt(cfg: config.Config, utterances: list[tuple[str, str, np.ndarray]])
 
     out: dict[str, dict] = {}
     audio_s = sum(len(pcm) for _, _, pcm in utterances) / 8000
-    for label, engine, model, audio_ctx in STT_ENGINES:
+    for label, engine, model, audio_ctx, beam_size in STT_ENGINES:
         _progress(f"STT: {label}")
         stt_cfg = dataclasses.replace(cfg.stt, engine=engine, model=model, audio_ctx=audio_ctx,
-                                      workers=1)
+                                      beam_size=beam_size, workers=1)
         try:
             transcriber = stt.load_transcriber(stt_cfg)
         except ModelError as exc:
@@ -1004,6 +1010,48 @@ def typical_first_sentence(cfg: config.Config) -> str:
 
     facts = practice.load(cfg.practice_path)
     return split_sentences(first.respond(TURNS[0].say, facts, facts.now()).text)[0]
+
+
+async def bench_ehr(cfg: config.Config, bookings: int) -> dict:
+    """SRM^S01 -> SRR^S01 round trips on one loopback MLLP connection to the
+    simulated interface engine (its own process), which validates each booking
+    strictly and journals it before answering, as in the tests."""
+    import socket
+
+    from asterisk_agent.ehr import messages as m
+    from asterisk_agent.ehr.mllp import LinkSettings, MllpClient
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="bench-ehr-") as tmp:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "asterisk_agent.ehr.sim", "--seed", str(root / "etc" / "ehr-seed.yaml"),
+             "--port", str(port), "--journal", str(Path(tmp) / "journal.jsonl")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            if "listening on" not in sim.stdout.readline():
+                return {"error": "tools/ehr-sim did not start"}
+            facility = m.Facility(cfg.ehr.sending_application, cfg.ehr.sending_facility,
+                                  cfg.ehr.receiving_application, cfg.ehr.receiving_facility)
+            patient = m.Patient("MRN1001", "Rivera", "Ana", dt.date(1984, 3, 12))
+            times, rejected = [], 0
+            async with MllpClient(LinkSettings("127.0.0.1", port)) as link:
+                await link.connect()
+                for i in range(bookings):
+                    day = dt.datetime(2030, 1, 7) + dt.timedelta(days=7 * (i // 24))
+                    start = day.replace(hour=9) + dt.timedelta(minutes=20 * (i % 24))
+                    text = m.book(m.header(facility), m.Appointment(
+                        f"BENCH-{i}", patient, "DRLEE", start, 20, "checkup"))
+                    t0 = time.perf_counter()
+                    ack = await link.send(text)
+                    times.append((time.perf_counter() - t0) * 1000)
+                    rejected += ack.code != "AA"
+        finally:
+            sim.terminate()
+            sim.wait(10)
+    return summarize(times) | {"rejected": rejected}
 
 
 async def bench_tts(sentence: str) -> dict:
@@ -1127,6 +1175,10 @@ def run_bench(opts: Options) -> dict:
         mark("stt")
         _progress("STT: making the fixed utterances")
         report["stt"] = bench_stt(cfg, make_utterances())
+    if "ehr" in opts.parts and time.monotonic() < deadline:
+        mark("ehr")
+        _progress(f"EHR: {EHR_BOOKINGS} bookings against tools/ehr-sim")
+        report["ehr_booking_ms"] = asyncio.run(bench_ehr(cfg, EHR_BOOKINGS))
     report["latency_breakdown_ms"] = latency_breakdown(report)
     for name, s in (report.get("stt") or {}).items():
         if "error" in s:

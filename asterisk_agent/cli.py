@@ -45,11 +45,16 @@ def cmd_serve(args) -> int:
 def load_services(cfg: config_mod.Config):
     """Load the practice file and the models once; any problem is fatal and clear."""
     from .agent import Services
-    from .dialog import practice
+    from .dialog import practice, screen
     from .speech.stt import SttPool, load_transcriber
     from .speech.tts import TtsPool, load_synthesizer
 
     facts = practice.load(cfg.practice_path)
+    protocols = screen.load_protocols(cfg.protocols_path)
+    if cfg.general.specialty not in protocols.specialties:
+        raise config_mod.ConfigError(
+            f"[general] specialty = {cfg.general.specialty}: no such protocol file in "
+            f"{cfg.protocols_path} (there are: {', '.join(protocols.names)})", cfg.path)
     stt, tts = {}, {}
     for language in cfg.general.languages:
         stt[language] = SttPool(load_transcriber(cfg.stt.for_language(language)),
@@ -60,13 +65,28 @@ def load_services(cfg: config_mod.Config):
             "language %s: speech-to-text %s, voice %s%s", language, stt[language].transcriber.name,
             voice.engine, f" {voice.voice}" if voice.voice else "")
     cfg.sounds.dir.mkdir(parents=True, exist_ok=True)
-    return Services(cfg=cfg, practice=facts, stt=stt, tts=tts)
+    providers = {}
+    hours_file = cfg.ehr.provider_hours_file
+    if str(hours_file) not in ("", "."):
+        from .dialog.receptionist import load_providers
+
+        if not hours_file.is_absolute() and cfg.path is not None:
+            hours_file = cfg.path.parent / hours_file
+        providers = load_providers(hours_file)
+    return Services(cfg=cfg, practice=facts, protocols=protocols, stt=stt, tts=tts,
+                    providers=providers)
 
 
 async def _serve_worker(cfg: config_mod.Config) -> int:
     from .agent import Agent
+    from .ehr.link import EhrLink
 
     services = load_services(cfg)
+    # the link connects on first use: an engine that is down now costs no call
+    # but the lookups it cannot answer (those callers go to a person), and what
+    # callers ask for waits in the outbox
+    services.ehr = EhrLink(cfg)
+    await services.ehr.start()
     log = logging.getLogger("asterisk_agent")
     log.info("asterisk-agent %s: models loaded (languages %s, default %s); "
              "connecting to %s as app %s", __version__, ", ".join(cfg.general.languages),
@@ -74,6 +94,7 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
     try:
         await Agent(services).run()
     finally:
+        await services.ehr.close()
         services.close()
     return 0
 
@@ -115,6 +136,13 @@ def cmd_ehr(args) -> int:
     cfg = _load_config(args)
     _setup_logging("warning")
     return ehr_cli.cmd_ehr(args, ehr_cli.apply_config(args, cfg))
+
+
+# --- screen -------------------------------------------------------------------
+def cmd_screen(args) -> int:
+    from .dialog.screen_cli import cmd_screen as screen
+
+    return screen(args)
 
 
 # --- models -------------------------------------------------------------------
@@ -214,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     ehr_arguments(p)
     p.set_defaults(func=cmd_ehr)
 
+    from .dialog.screen_cli import add_arguments as screen_arguments
+
+    p = sub.add_parser("screen", parents=[common],
+                       help="screen what a caller said for urgent symptoms (prints JSON)")
+    screen_arguments(p)
+    p.set_defaults(func=cmd_screen)
+
     p = sub.add_parser("models", parents=[common],
                        help="check the packaged speech models and prepare their whisper.cpp files")
     p.set_defaults(func=cmd_models)
@@ -235,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from .dialog.practice import PracticeError
+        from .dialog.screen import ProtocolError
         from .speech import ModelError
 
-        if isinstance(exc, (PracticeError, ModelError)):
+        if isinstance(exc, (PracticeError, ProtocolError, ModelError)):
             print(f"asterisk-agent: {exc}", file=sys.stderr)
             return EX_CONFIG
         raise

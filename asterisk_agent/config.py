@@ -42,6 +42,10 @@ class General:
     language: str = "en"
     # the languages the agent speaks; each one's models load at start-up
     languages: tuple[str, ...] = LANGUAGES
+    # the urgent-symptom protocol files, one YAML file a specialty (relative to
+    # the config file), and the practice's own: a file name there without .yaml
+    protocols_dir: Path = Path("protocols")
+    specialty: str = "general"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class Dialplan:
     operator_context: str = "ai-agent-operator"
     operator_extension: str = "s"
     operator_priority: int = 1
+    # where a caller with an urgent symptom goes at once: the on-call clinician
+    # (the context must exist in the dialplan)
+    urgent_context: str = "ai-agent-urgent"
+    urgent_extension: str = "s"
+    urgent_priority: int = 1
 
 
 @dataclass(frozen=True)
@@ -87,25 +96,31 @@ class Sounds:
 
 @dataclass(frozen=True)
 class Stt:
-    engine: str = "faster-whisper"
+    engine: str = "whisper.cpp"
     # a model name the engine knows (from installed model packages) or a path
     model: str = "tiny.en"
     language: str = "en"
     threads: int = 2
     workers: int = 1
-    # Whisper beam width; 1 is greedy and a little faster
-    beam_size: int = 5
-    # whisper.cpp only: encoder context in 20 ms frames; 0 = the full 30 s window;
-    # 512 (about 10 s) is about twice as fast and grows for longer utterances
-    audio_ctx: int = 0
-    # the model for Spanish calls, always told the language (Whisper's own guess
-    # is weak); it must be multilingual: tiny.en is English only
+    # Whisper beam width; 1 is greedy: in whisper.cpp about half the time of 5
+    # on a short turn, with no more word errors on telephone audio (measured)
+    beam_size: int = 1
+    # whisper.cpp only: encoder context in 20 ms frames, grown to fit each
+    # utterance; 0 = the full 30 s window.  A short turn at 128 costs a fraction
+    # of the full window.
+    audio_ctx: int = 128
+    # Spanish calls: a multilingual model (tiny.en is English only), always told
+    # the language (Whisper's own guess is weak), on its own engine: whisper.cpp
+    # with base loops on short Spanish turns where faster-whisper does not
+    engine_es: str = "faster-whisper"
     model_es: str = "base"
+    beam_size_es: int = 5
 
     def for_language(self, language: str | None) -> Stt:
-        """The settings that transcribe calls in `language` (Spanish: model_es)."""
+        """The settings that transcribe calls in `language` (Spanish: the _es ones)."""
         if language == "es":
-            return replace(self, model=self.model_es, language="es")
+            return replace(self, engine=self.engine_es, model=self.model_es, language="es",
+                           beam_size=self.beam_size_es)
         return self
 
 
@@ -136,8 +151,9 @@ class Vad:
     # silence after which transcription starts, before the turn is known to be
     # over (0: wait for the end of the turn); hides most of the transcription time
     pause_ms: int = 150
-    # speech shorter than this is a cough or "mhm", not a turn
-    min_speech_ms: int = 200
+    # speech shorter than this is a cough or a click, not a turn; also how long
+    # a caller speaks over the agent to stop it
+    min_speech_ms: int = 150
     # a turn is cut here and the caller is told so
     max_utterance_s: float = 20.0
     # seconds of silence before the agent prompts again
@@ -164,6 +180,49 @@ class Ehr:
     tls_key_file: str = ""
     # the durable outbox (relative to [general] state_dir)
     outbox_file: Path = Path("ehr-outbox.sqlite3")
+    # seconds a call waits for the engine's AA before telling the caller that the
+    # request is recorded and the office will confirm (it is delivered later)
+    confirm_wait: float = 3.0
+    # seconds a lookup (patient, slots, medications) may take before the call
+    # goes to a person
+    query_timeout: float = 3.0
+    # connections delivering the outbox: patients served in parallel
+    delivery_connections: int = 4
+    # where open slots come from: "query" (SQM^S25 to the engine) or "feed" (a
+    # local schedule kept from the engine's SIU feed, for engines that only push)
+    slots_from: str = "query"
+    # the MLLP listener for the SIU feed (port 0: no listener)
+    feed_host: str = "127.0.0.1"
+    feed_port: int = 0
+    # the local schedule (relative to [general] state_dir)
+    schedule_file: Path = Path("ehr-schedule.sqlite3")
+    # providers' working hours for the local schedule (the feed carries bookings,
+    # not templates): YAML with a providers list, as in etc/ehr-seed.yaml
+    # (relative to this file)
+    provider_hours_file: Path = Path("")
+
+
+@dataclass(frozen=True)
+class Llm:
+    # llama.cpp (a GGUF file run in the agent), openai (an OpenAI-compatible server
+    # on the practice's network: llama.cpp server, vLLM) or none (fixed phrasing only)
+    engine: str = "llama.cpp"
+    # llama.cpp: a GGUF file; empty = the embedded default (Qwen2.5 0.5B instruct,
+    # from its registry packages). openai: the model name (empty: the server's own)
+    model: str = ""
+    # openai: the server's base URL, e.g. http://10.0.0.5:8000/v1
+    url: str = ""
+    # openai: the server's API key, when it asks for one
+    api_key: str = ""
+    # llama.cpp: CPU threads, and the context window in tokens
+    threads: int = 2
+    context: int = 2048
+    # tokens in one reply
+    max_tokens: int = 64
+    # seconds a caller waits for the model before hearing the fixed phrasing
+    timeout: float = 3.0
+    # requests that may wait for the model; more get the fixed phrasing at once
+    queue: int = 4
 
 
 @dataclass(frozen=True)
@@ -187,11 +246,19 @@ class Config:
     tts: Tts = field(default_factory=Tts)
     vad: Vad = field(default_factory=Vad)
     ehr: Ehr = field(default_factory=Ehr)
+    llm: Llm = field(default_factory=Llm)
     sandbox: Sandbox = field(default_factory=Sandbox)
 
     @property
     def practice_path(self) -> Path:
         p = self.general.practice_file
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+    @property
+    def protocols_path(self) -> Path:
+        p = self.general.protocols_dir
         if not p.is_absolute() and self.path is not None:
             p = self.path.parent / p
         return p
@@ -211,12 +278,15 @@ _SECTIONS = {k: v for k, v in get_type_hints(Config).items() if k != "path"}
 _CHOICES = {
     ("media", "format"): ("ulaw", "slin"),
     ("stt", "engine"): ("faster-whisper", "whisper.cpp"),
+    ("stt", "engine_es"): ("faster-whisper", "whisper.cpp"),
     ("tts", "engine"): ("hibari", "espeak-ng"),
     # hibari's voice speaks English only
     ("tts", "engine_es"): ("espeak-ng",),
     ("general", "language"): LANGUAGES,
     ("general", "languages"): LANGUAGES,
     ("general", "log_level"): ("debug", "info", "warning", "error"),
+    ("ehr", "slots_from"): ("query", "feed"),
+    ("llm", "engine"): ("llama.cpp", "openai", "none"),
 }
 
 

@@ -4,6 +4,11 @@ Reads like a dialplan; the details live in the modules it calls.  The
 caller's audio is listened to the whole time, so speaking over the agent
 stops it (barge-in), except for the sentences that must be heard whole; the
 call's history keeps what the caller actually heard.
+
+The answer is got ready while the caller may still go on: at a pause the
+words so far are transcribed, the reply to them worked out and its first
+sentence synthesized.  If the pause ends the turn, the agent speaks at once;
+if the caller goes on, that work is thrown away.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .dialog import first, phrases
 from .dialog.first import Action, Reply
+from .dialog.receptionist import Receptionist
+from .dialog.screen import Finding
 from .speech.tts import split_sentences
 from .speech.vad import Endpointer, SpeechPaused, SpeechStarted, Utterance
 from .telephony.leg import CallerGone, CallLeg, Dtmf, Playback
@@ -32,19 +40,25 @@ MAX_MISSES = 3
 async def converse(call: CallLeg, s: Services) -> None:
     language = call_language(call, s)
     say = phrases.of(language)
-    ears = Listener(call, s, language)
+    voice = Voice(call, s, language)
+    desk = Receptionist(s.ehr, s.practice, language, s.practice.now, providers=s.providers)
+    ears = Listener(call, s, language,
+                    anticipate=lambda words: anticipate(s, desk, voice, words, language))
     ears.start()
     try:
-        await speak(call, s, ears, first.greeting(s.practice, language))
+        await speak(call, voice, ears, first.greeting(s.practice, language))
         misses = 0
         while True:
             heard = await ears.next_turn(s.cfg.vad.no_input_s)
-            reply = await understand(call, s, heard, language)
+            reply = await understand(call, s, desk, heard, language)
             misses = misses + 1 if reply.intent in ("unknown", "silence") else 0
             if misses >= MAX_MISSES:
                 reply = Reply(say.transfer, Action.OPERATOR, "too many misses")
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
-            await speak(call, s, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
+            await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
+            if reply.action is Action.URGENT:
+                await call.transfer_urgent()
+                return
             if reply.action is Action.OPERATOR:
                 await call.transfer_to_operator()
                 return
@@ -53,6 +67,7 @@ async def converse(call: CallLeg, s: Services) -> None:
                 return
     finally:
         ears.stop()
+        voice.drop()
 
 
 def call_language(call: CallLeg, s: Services) -> str:
@@ -85,8 +100,8 @@ class Line:
     interrupted: bool = False
 
 
-async def understand(call: CallLeg, s: Services, heard: Heard | Dtmf | None,
-                     language: str) -> Reply:
+async def understand(call: CallLeg, s: Services, desk: Receptionist,
+                     heard: Heard | Dtmf | None, language: str) -> Reply:
     say = phrases.of(language)
     if heard is None:
         return Reply(say.no_input, intent="silence")
@@ -94,7 +109,7 @@ async def understand(call: CallLeg, s: Services, heard: Heard | Dtmf | None,
         call.history.append(Line("caller", f"[DTMF {heard.digit}]"))
         if heard.digit == "0":
             return Reply(say.transfer, Action.OPERATOR, "operator")
-        return Reply(say.not_understood, intent="unknown")
+        return await typed(desk, heard.digit)
     t0 = time.perf_counter()
     early = heard.transcript is not None
     transcript = await (heard.transcript if early
@@ -105,13 +120,89 @@ async def understand(call: CallLeg, s: Services, heard: Heard | Dtmf | None,
     call.history.append(Line("caller", transcript))
     if not transcript.strip():
         return Reply(say.not_understood, intent="unknown")
-    reply = first.respond(transcript, s.practice, s.practice.now(), language)
+    # the urgent-symptom screen comes first, every turn, and never asks a model
+    finding = screen(s, transcript, language)
+    if finding.urgent:
+        log.warning("call %s: red flag %s (%s, heard %r): safety message, then %s",
+                    call.channel_id, finding.flag, finding.action, finding.matched,
+                    s.cfg.dialplan.urgent_context)
+        return urgent_reply(finding)
+    reply = await desk.turn(transcript)
     if heard.utterance.truncated:
         reply = Reply(say.too_long + " " + reply.text, reply.action, reply.intent)
     return reply
 
 
-async def speak(call: CallLeg, s: Services, ears: "Listener", text: str,
+def screen(s: Services, transcript: str, language: str) -> Finding:
+    return s.protocols.screen(transcript, s.cfg.general.specialty, language)
+
+
+def urgent_reply(finding: Finding) -> Reply:
+    return Reply(finding.message, Action.URGENT, f"red flag {finding.flag}")
+
+
+async def typed(desk: Receptionist, digit: str) -> Reply:
+    """A key pressed: a date of birth is typed as 8 digits (MMDDYYYY), gathered
+    here key by key; any other key is a choice (1, 2, ...) on its own."""
+    if desk.state != "ask_birth_date":
+        return await desk.key(digit)
+    desk.typed += digit
+    if len(desk.typed) < 8:
+        return Reply("", intent="typing")
+    digits, desk.typed = desk.typed, ""
+    return await desk.key(digits)
+
+
+def anticipate(s: Services, desk: Receptionist, voice: Voice, transcript: str,
+               language: str) -> None:
+    """At a pause: start synthesizing the first sentence of the likely reply."""
+    if not transcript.strip():
+        return
+    finding = screen(s, transcript, language)
+    text = urgent_reply(finding).text if finding.urgent else desk.peek(transcript)
+    sentences = split_sentences(text or "")
+    if sentences:
+        voice.prepare(sentences[0])
+
+
+class Voice:
+    """The call's text-to-speech, with sentences that may be made ahead of time."""
+
+    # sentences made ahead and not (yet) spoken; older ones are dropped
+    KEEP = 4
+
+    def __init__(self, call: CallLeg, s: Services, language: str):
+        self.call, self.tts = call, s.tts[language]
+        self._ahead: dict[str, asyncio.Task[Path]] = {}
+
+    async def _make(self, sentence: str) -> Path:
+        path, stem = self.call.sentence_path()
+        return await self.tts.to_file(sentence, path.parent, stem)
+
+    def prepare(self, sentence: str) -> None:
+        if sentence in self._ahead:
+            return
+        while len(self._ahead) >= self.KEEP:
+            self._ahead.pop(next(iter(self._ahead))).cancel()
+        self._ahead[sentence] = asyncio.ensure_future(self._make(sentence))
+
+    async def sound_file(self, sentence: str) -> Path:
+        """The sentence as a sound file: the one made ahead, or one made now."""
+        ready = self._ahead.pop(sentence, None)
+        if ready is not None:
+            try:
+                return await ready
+            except Exception as exc:  # made again below; a TTS error then surfaces
+                log.warning("call %s: a sentence made ahead failed: %s", self.call.channel_id, exc)
+        return await self._make(sentence)
+
+    def drop(self) -> None:
+        for task in self._ahead.values():
+            task.cancel()
+        self._ahead.clear()
+
+
+async def speak(call: CallLeg, voice: Voice, ears: "Listener", text: str,
                 interruptible: bool = True) -> None:
     """Say text sentence by sentence: each plays while the next is synthesized.
 
@@ -125,8 +216,7 @@ async def speak(call: CallLeg, s: Services, ears: "Listener", text: str,
         for sentence in sentences:
             if ears.barged_in:
                 break
-            path, stem = call.sentence_path()
-            await s.tts[ears.language].to_file(sentence, path.parent, stem)
+            path = await voice.sound_file(sentence)
             if ears.barged_in:
                 break
             queued.append(await call.play(path))
@@ -154,8 +244,11 @@ class Listener:
     and most of the transcription time is already behind us.
     """
 
-    def __init__(self, call: CallLeg, s: Services, language: str):
+    def __init__(self, call: CallLeg, s: Services, language: str,
+                 anticipate: Callable[[str], None] | None = None):
         self.call = call
+        # called with the transcript of the words before a pause
+        self.anticipate = anticipate
         # the call's language: what it is transcribed in, and spoken back in
         self.language = language
         self.stt = s.stt[language]
@@ -207,8 +300,17 @@ class Listener:
     def _transcribe_early(self, so_far: Utterance) -> None:
         if self._early is not None:
             self._early[1].cancel()  # the caller went on: that one is stale
-        job = asyncio.ensure_future(self.stt.transcribe(so_far.pcm, 8000))
+        job = asyncio.ensure_future(self._transcribe_and_anticipate(so_far))
         self._early = (so_far.ended_at, job)
+
+    async def _transcribe_and_anticipate(self, so_far: Utterance) -> str:
+        transcript = await self.stt.transcribe(so_far.pcm, 8000)
+        if self.anticipate is not None:
+            try:
+                self.anticipate(transcript)
+            except Exception:  # only a head start: the turn is answered anyway
+                log.exception("call %s: getting the reply ready failed", self.call.channel_id)
+        return transcript
 
     def _early_transcript(self, turn: Utterance) -> asyncio.Future | None:
         early, self._early = self._early, None

@@ -43,6 +43,7 @@ def run_doctor(config_path: str | None) -> int:
         return 1
     report.result(True, "configuration", str(cfg.path))
     _check_practice(cfg, report)
+    _check_protocols(cfg, report)
     _check_models(cfg, report)
     asyncio.run(_check_asterisk(cfg, report))
     print(f"\n{report.failed} check(s) failed" if report.failed else "\nall checks passed")
@@ -57,6 +58,28 @@ def _check_practice(cfg, report: Report) -> None:
         report.result(True, "practice file", f"{cfg.practice_path} ({facts.name})")
     except practice.PracticeError as exc:
         report.result(False, "practice file", str(exc), "correct the practice file (see etc/practice.conf)")
+
+
+def _check_protocols(cfg, report: Report) -> None:
+    from .dialog import screen
+
+    name = "urgent-symptom protocols"
+    try:
+        protocols = screen.load_protocols(cfg.protocols_path)
+    except screen.ProtocolError as exc:
+        report.result(False, name, str(exc), "correct the protocol file (see etc/protocols/general.yaml)")
+        return
+    specialty = cfg.general.specialty
+    if specialty not in protocols.specialties:
+        report.result(False, name, f"no protocol file for [general] specialty = {specialty}",
+                      f"choose one of {', '.join(protocols.names)}")
+        return
+    # the screen must catch a plain emergency, or it is no screen at all
+    probe = protocols.screen("I have crushing chest pain", specialty, "en")
+    report.result(probe.urgent, name,
+                  f"{cfg.protocols_path}, specialty {specialty}"
+                  + ("" if probe.urgent else ": does not flag 'crushing chest pain'"),
+                  "restore the chest-pain red flag in general.yaml")
 
 
 # a sentence each language's voice says and its model must hear back, and words

@@ -28,8 +28,26 @@ def sandbox_conf() -> Path:
     return SANDBOX_CONF
 
 
+@pytest.fixture(scope="session")
+def ehr_engine(sandbox_cfg, tmp_path_factory):
+    """tools/ehr-sim, the interface-engine peer, on the sandbox config's [ehr]
+    port for the whole session: the agents of the call tests book into it."""
+    from ehr.conftest import SimProcess
+
+    port = sandbox_cfg.ehr.port
+    import socket
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.fail(f"port {port} ([ehr] port of etc/sandbox.conf) is taken: stop what "
+                        "listens there (an ehr-sim left from tools/demo?)")
+    d = tmp_path_factory.mktemp("ehr-engine")
+    sim = SimProcess(d / "ehr-sim.log", "--journal", str(d / "journal.jsonl"), port=port).start()
+    yield sim
+    sim.stop()
+
+
 @pytest.fixture
-def start_agent(pbx, tmp_path):
+def start_agent(pbx, ehr_engine, tmp_path):
     """Start an agent of the test's own (which the test may kill); stopped afterwards."""
     started = []
 
@@ -125,7 +143,7 @@ class AgentProcess:
 
 
 @pytest.fixture(scope="module")
-def agent(pbx, tmp_path_factory):
+def agent(pbx, ehr_engine, tmp_path_factory):
     """A running agent connected to the sandbox PBX, shared by a test module."""
     proc = AgentProcess(SANDBOX_CONF, tmp_path_factory.mktemp("agent") / "agent.log").start()
     yield proc

@@ -11,7 +11,7 @@ from asterisk_agent.telephony.leg import CallLeg
 
 def make_agent() -> Agent:
     # dispatch of these events touches no model and no network: no services needed
-    return Agent(Services(cfg=Config(), practice=None, stt=None, tts=None))
+    return Agent(Services(cfg=Config(), practice=None, protocols=None, stt=None, tts=None))
 
 
 @pytest.mark.parametrize("event", [

@@ -7,6 +7,10 @@ caller would hear.  Nothing here is mocked.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import re
+
 from e2e import GREETED, call, explain, wait_clean
 
 
@@ -88,3 +92,60 @@ def test_barge_in_stops_the_agent_and_answers_the_question(agent, sandbox_cfg, t
     # can only be the barge-in (the benchmark measures it against the 300 ms target)
     assert said["barge_in_ms"] is not None and said["barge_in_ms"] < 1000, explain(result)
     assert "reach the front desk" not in result["heard_transcript"], "the greeting played on"
+
+
+def test_red_flag_gets_the_safety_message_whole_then_on_call(agent, sandbox_cfg, tmp_path):
+    """A caller describes chest pain: the agent says to call 911, cannot be talked
+    over while it does, and hands the call to the on-call clinician."""
+    result = call(sandbox_cfg, {
+        "dial": "200",
+        "steps": [
+            GREETED,
+            {"say": "I have crushing chest pain and my left arm feels numb."},
+            {"expect": "emergency"},
+            # the caller talks over the safety message: it plays on regardless
+            {"say": "Hello? Hello?", "barge_in": True},
+            # its last sentence still comes
+            {"expect": "connecting you|our staff"},
+            # the sandbox's stand-in nurse, reached only through [ai-agent-urgent]
+            {"expect": "nurse on call", "timeout": 30},
+        ]}, tmp_path)
+    assert result["passed"], explain(result) + "\nagent log:\n" + agent.log()[-3000:]
+    assert "red flag chest-pain" in agent.log()
+    assert re.search(r"911|9 1 1|nine one one", result["heard_transcript"]), explain(result)
+    assert "caller interrupted the agent" not in agent.log(), "the safety message was cut"
+
+
+def test_booking_by_voice_lands_in_the_ehr(agent, ehr_engine, sandbox_cfg, tmp_path):
+    """Identify (name said, date of birth typed), ask for a day, take an offered
+    slot, confirm: the interface engine holds the booking afterwards."""
+    result = call(sandbox_cfg, {
+        "dial": "200",
+        "steps": [
+            GREETED,
+            {"say": "I would like to book an appointment."},
+            {"expect": "first and last name"},
+            {"say": "Ana Rivera."},
+            {"expect": "date of birth"},
+            {"dtmf": "03121984"},
+            {"expect": "what day"},
+            {"say": "Next Wednesday morning."},
+            {"expect": "which one would you like"},
+            {"say": "The first one."},
+            {"expect": "shall i book"},
+            {"say": "Yes."},
+            {"expect": "you are booked"},
+        ]}, tmp_path)
+    assert result["passed"], explain(result) + "\nagent log:\n" + agent.log()[-3000:]
+    booked = asyncio.run(upcoming(sandbox_cfg, "MRN1001", tmp_path))
+    assert any(a.start.weekday() == 2 and a.start.hour < 12 for a in booked), booked
+
+
+async def upcoming(cfg, patient_id, tmp_path):
+    """The patient's appointments as the interface engine has them."""
+    from asterisk_agent.ehr.link import EhrLink
+
+    own = dataclasses.replace(cfg, ehr=dataclasses.replace(
+        cfg.ehr, outbox_file=tmp_path / "outbox.sqlite3"))
+    async with EhrLink(own) as link:
+        return await link.upcoming_appointments(patient_id)

@@ -34,7 +34,13 @@ def test_killing_the_agent_mid_call_leaves_caller_with_operator(start_agent, san
     killed = {}
 
     def kill_worker_when_greeting_starts():
-        time.sleep(3.0)  # the call is set up and the greeting is playing
+        # once the agent has the call (a fixed sleep raced a slow caller start
+        # on a busy machine: the worker died first and the dialplan's own
+        # fallback answered), and its greeting is playing
+        deadline = time.monotonic() + 60
+        while ": start" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         pid = proc.worker_pid()
         os.kill(pid, signal.SIGKILL)
         killed["pid"] = pid

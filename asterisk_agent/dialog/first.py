@@ -23,6 +23,7 @@ class Action(enum.Enum):
     CONTINUE = "continue"   # keep listening
     OPERATOR = "operator"   # hand the caller to a person
     HANGUP = "hangup"       # say goodbye and end the call
+    URGENT = "urgent"       # a red flag: the safety message, then on-call at once
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 check   connect, send a harmless query (a patient search that matches no one),
         print the round-trip time and the engine's answer
-outbox  list pending and failed messages: type, control ID, attempts, error;
-        never the message text (PHI)
+outbox  list pending and failed messages: control ID, type, status, attempts,
+        last error, age; never names, dates of birth or free text (PHI).
+        --phi (show the messages themselves) needs the compliance role, which
+        does not exist yet: it is refused
 send    deliver everything pending, then exit
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from asterisk_agent import config
 from asterisk_agent.ehr import messages
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, client_tls
-from asterisk_agent.ehr.outbox import Outbox, drain
+from asterisk_agent.ehr.outbox import Entry, Outbox, drain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", help="its private key")
     parser.add_argument("--timeout", type=float, help="seconds (default: [ehr] connect_timeout)")
+    parser.add_argument("--phi", action="store_true",
+                        help="outbox: show message contents; needs the compliance role "
+                             "(not available yet: refused)")
 
 
 def apply_config(args: argparse.Namespace, cfg: config.Config) -> messages.Facility:
@@ -61,6 +66,28 @@ async def check(settings: LinkSettings, facility: messages.Facility) -> tuple[fl
         return time.perf_counter() - start, ack
 
 
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h" if seconds < 172800 else f"{seconds / 86400:.0f}d"
+
+
+def outbox_table(entries: list[Entry], now: float | None = None) -> str:
+    """The outbox without PHI: never the message, the patient ID or free text.
+
+    The engine's error text is cut short: engines echo field values in it.
+    """
+    now = time.time() if now is None else now
+    lines = [f"{'CONTROL ID':20} {'TYPE':8} {'STATUS':8} {'TRIES':>5} {'AGE':>5}  LAST ERROR"]
+    for e in entries:
+        error = e.error if len(e.error) <= 60 else e.error[:57] + "..."
+        lines.append(f"{e.control_id:20} {e.kind:8} {e.state:8} {e.attempts:5d} "
+                     f"{_age(now - e.created):>5}  {error}")
+    return "\n".join(lines)
+
+
 def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
     facility = facility or messages.Facility()
     if args.action == "check":
@@ -74,17 +101,19 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
               f"{' (' + status + ')' if status else ''}{' ' + ack.error if ack.error else ''}"
               f" in {seconds * 1000:.1f} ms")
         return 0 if ack.accepted else 1
+    if getattr(args, "phi", False):
+        # until the compliance work brings roles and an audit trail, nobody has it
+        print("ehr outbox --phi: refused: needs the compliance role")
+        return 2
     outbox = Outbox(args.outbox)
     try:
         if args.action == "outbox":
             entries = outbox.entries()
-            for e in entries:
-                print(f"{e.state:8} {e.kind:8} {e.control_id:20} attempts={e.attempts}"
-                      f"{'  ' + e.error if e.error else ''}")
+            print(outbox_table(entries))
             print(f"{sum(e.state == 'pending' for e in entries)} pending, "
                   f"{sum(e.state == 'failed' for e in entries)} failed")
             return 0
-        asyncio.run(drain(outbox, MllpClient(settings_from(args))))
+        asyncio.run(drain(outbox, settings_from(args), getattr(args, "workers", 4)))
         return 0
     finally:
         outbox.close()

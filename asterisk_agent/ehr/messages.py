@@ -243,18 +243,48 @@ def find_patient(h: Header, family: str, given: str, birth_date: date | None) ->
     return _join(msh(h, "QBP", "Q22", "QBP_Q21"), qpd, segment("RCP", "I", ("10", "RD")))
 
 
-def open_slots(h: Header, provider_id: str, start: datetime, end: datetime,
-               minutes: int = 20) -> str:
-    """SQM^S25: free slots of one provider between start and end -> SQR^S25."""
+def open_slots(h: Header, provider_id: str | None, start: datetime, end: datetime,
+               minutes: int = 20, kind: str | None = None) -> str:
+    """SQM^S25: open slots between start and end -> SQR^S25.
+
+    QRD-9 SOP (open slots, HL7 table 0048); without a provider every
+    provider's slots; kind (ARQ-8, the appointment type) narrows to the
+    providers who see that kind of visit.
+    """
+    resources = [segment("RGS", "1", "A")]
+    if provider_id:
+        resources.append(segment("AIP", "1", "A", (provider_id,)))
     return _join(
         msh(h, "SQM", "S25", "SQM_S25"),
         segment("QRD", _ts(h.timestamp), "R", "I", h.control_id, None, None, ("10", "RD"),
-                (provider_id,), ("APN", "Appointment"), ("SCH",)),
-        segment("ARQ", (h.control_id,), None, None, None, None, None, None, None,
+                (provider_id or "ALL",), ("SOP", "Open slots"), ("SCH",)),
+        segment("ARQ", (h.control_id,), None, None, None, None, None, None,
+                (kind,) if kind else None,
                 str(minutes), ("min",), [(_ts(start), _ts(end))], None, None, None,
                 _agent(), None, None, None, _agent()),
+        *resources,
+    )
+
+
+def booked(h: Header, patient_id: str, start: datetime, end: datetime) -> str:
+    """SQM^S25 with QRD-9 SBK (booked slots) and the patient in QRD-8: their appointments."""
+    return _join(
+        msh(h, "SQM", "S25", "SQM_S25"),
+        segment("QRD", _ts(h.timestamp), "R", "I", h.control_id, None, None, ("50", "RD"),
+                (patient_id,), ("SBK", "Booked slots"), ("SCH",)),
+        segment("ARQ", (h.control_id,), None, None, None, None, None, None, None,
+                None, None, [(_ts(start), _ts(end))], None, None, None,
+                _agent(), None, None, None, _agent()),
         segment("RGS", "1", "A"),
-        segment("AIP", "1", "A", (provider_id,)),
+    )
+
+
+def medications(h: Header, patient_id: str) -> str:
+    """QBP^Q31 (dispense history, structure QBP_Q11): a patient's medications -> RSP^K31."""
+    return _join(
+        msh(h, "QBP", "Q31", "QBP_Q11"),
+        segment("QPD", ("Q31", "Dispense History", "HL70471"), h.control_id, patient_id),
+        segment("RCP", "I", ("50", "RD")),
     )
 
 
@@ -421,6 +451,70 @@ def srr(received: hl7.Message, h: Header, a: Appointment | None, code: str = ACC
     return _join(*segs)
 
 
+def _schedule_group(a: Appointment, status: str) -> list[str]:
+    """SCH, PID, RGS, AIP: one appointment as SQR^S25 and SIU carry it."""
+    return [
+        segment("SCH", (a.placer_id,), (a.filler_id,) if a.filler_id else None, None, None,
+                None, ("ROUTINE", a.reason) if a.reason else ("ROUTINE",), None, None,
+                str(a.minutes), ("min",), (None, None, None, _ts(a.start)), None, None, None,
+                None, _agent(), None, None, None, _agent(), None, None, None, None, (status,)),
+        _pid(a.patient),
+        segment("RGS", "1"),
+        segment("AIP", "1", None, (a.provider_id,), None, None, _ts(a.start), None, None,
+                str(a.minutes), ("min",)),
+    ]
+
+
+def sqr_booked(received: hl7.Message, h: Header, appointments: list[Appointment]) -> str:
+    """SQR^S25 answering a booked-slots query: one SCH group per appointment."""
+    segs = _ack_head(received, h, ACCEPT, "", "SQR_S25", "SQR", "S25")
+    segs.append(segment("QAK", str(received.segment("QRD")(4)),
+                        "OK" if appointments else "NF"))
+    for a in appointments:
+        segs += _schedule_group(a, "Booked")
+    return _join(*segs)
+
+
+def rsp_k31(received: hl7.Message, h: Header, patient: Patient | None,
+            names: list[str]) -> str:
+    """RSP^K31: the patient, then one ORC+RXD+RXR+OBX per active medication.
+
+    With none (QAK NF) the answer has no response group, as the standard
+    intends; hl7apy's RSP_K31 requires one, so only a non-empty answer
+    passes its strict check.
+    """
+    qpd = received.segment("QPD")
+    segs = _ack_head(received, h, ACCEPT, "", "RSP_K31", "RSP", "K31")
+    segs += [segment("QAK", str(qpd(2)), "OK" if patient and names else "NF"), str(qpd),
+             segment("RCP", "I")]
+    if patient is not None:
+        segs.append(_pid(patient))
+    for i, name in enumerate(names, 1):
+        segs += [
+            segment("ORC", "OK", (f"{patient.id if patient else ''}-RX{i}",)),
+            # RXD-2 give code: the name as text; seeds carry no drug codes
+            # RXD-3 (when dispensed) is required but not kept by the seed: the answer's time
+            segment("RXD", str(i), (None, name), _ts(h.timestamp), "1", None, None, f"{i}"),
+            segment("RXR", ("PO", "Oral")),
+            # RSP_K31 requires an observation group: the order's status
+            segment("OBX", "1", "ST", ("STATUS", "Medication status", "L"), None, "active",
+                    None, None, None, None, None, "F"),
+        ]
+    return _join(*segs)
+
+
+# SIU trigger events the feed carries and the filler status each implies
+SIU_EVENTS = {"S12": "Booked", "S13": "Booked", "S14": "Booked", "S15": "Cancelled",
+              "S17": "Deleted"}
+
+
+def siu(h: Header, event: str, a: Appointment) -> str:
+    """SIU^S12 (new), S13 (moved), S14 (changed), S15 (cancelled), S17 (deleted)."""
+    if event not in SIU_EVENTS:
+        raise MessageError(f"unknown SIU event {event!r}")
+    return _join(msh(h, "SIU", event, "SIU_S12"), *_schedule_group(a, SIU_EVENTS[event]))
+
+
 def orp_o10(received: hl7.Message, h: Header, code: str = ACCEPT, error: str = "") -> str:
     return _join(*_ack_head(received, h, code, error, "ORP_O10", "ORP", "O10"))
 
@@ -563,3 +657,73 @@ def read_query(m: hl7.Message) -> dict[str, str]:
         for name, value in zip(names, values + [""] * len(names)):
             out[m.unescape(str(name))] = m.unescape(str(value))
     return out
+
+
+@dataclass(frozen=True)
+class Medication:
+    """An active medication as the EHR names it (what a refill request may ask for)."""
+
+    name: str
+    order_id: str = ""
+
+
+def read_appointments(m: hl7.Message) -> list[Appointment]:
+    """Every SCH group of an SQR^S25 (or SIU) as an Appointment, in message order."""
+    out: list[Appointment] = []
+    sch = pid = None
+    for seg in m:
+        name = str(seg(0))
+        if name == "SCH":
+            sch, pid = seg, None
+        elif name == "PID" and sch is not None:
+            pid = seg
+        elif name == "AIP" and sch is not None:
+            try:
+                minutes = int(_value(m, seg, 9) or 0)
+            except ValueError:
+                raise MessageError("appointment duration is not a number") from None
+            patient = read_patient(m, pid) if pid is not None else Patient("", "", "")
+            out.append(Appointment(_value(m, sch, 1), patient, _value(m, seg, 3),
+                                   _datetime(_value(m, seg, 6)), minutes,
+                                   _value(m, sch, 6, 1, 2), _value(m, sch, 2)))
+            sch = None
+    return out
+
+
+def read_medications(m: hl7.Message) -> list[Medication]:
+    out, order = [], ""
+    for seg in m:
+        name = str(seg(0))
+        if name == "ORC":
+            order = _value(m, seg, 2)
+        elif name == "RXD":
+            out.append(Medication(_value(m, seg, 2, 1, 2) or _value(m, seg, 2), order))
+    return out
+
+
+def read_siu(m: hl7.Message) -> tuple[str, Appointment]:
+    """The trigger event (S12...) and the appointment an SIU announces."""
+    event = str(m.segment("MSH")(9)(1)(2))
+    if not message_type(m).startswith("SIU") or event not in SIU_EVENTS:
+        raise MessageError(f"not a schedule notification: {message_type(m)}")
+    found = read_appointments(m)
+    if not found:
+        raise MessageError("SIU without SCH and AIP")
+    return event, found[0]
+
+
+def validate(text: str) -> str:
+    """'' when hl7apy (strict, v2.5.1) accepts the message, else the reason.
+
+    hl7apy is an implementation of the standard independent of ours; the
+    simulator checks what it receives with it, and the feed listener too.
+    """
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    try:
+        parse_message(text, validation_level=VALIDATION_LEVEL.STRICT,
+                      find_groups=True).validate()
+    except Exception as e:  # hl7apy raises many kinds; each is a reason to NAK
+        return f"{type(e).__name__}: {e}"[:200]
+    return ""

@@ -87,10 +87,11 @@ class MllpClient:
         if s.tls is not None:
             kwargs = {"ssl": s.tls, "server_hostname": s.tls_server_name or s.host}
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                open_hl7_connection(s.host, s.port, limit=s.max_message,
-                                    encoding=messages.ENCODING, **kwargs),
-                s.connect_timeout)
+            # asyncio.timeout rather than wait_for, which on 3.11 can swallow
+            # a cancellation (the delivery loop would then never stop)
+            async with asyncio.timeout(s.connect_timeout):
+                self._reader, self._writer = await open_hl7_connection(
+                    s.host, s.port, limit=s.max_message, encoding=messages.ENCODING, **kwargs)
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
             raise LinkError(f"cannot connect to {s.host}:{s.port}: {e!r}") from e
         log.info("EHR link connected to %s:%d%s", s.host, s.port, " (TLS)" if s.tls else "")
@@ -100,7 +101,8 @@ class MllpClient:
         if writer is not None:
             writer.close()
             try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
             except (OSError, asyncio.TimeoutError, ssl.SSLError):
                 pass
 
@@ -112,8 +114,10 @@ class MllpClient:
                 await self.connect()
             try:
                 self._writer.writeblock(text.encode(messages.ENCODING))
-                await asyncio.wait_for(self._writer.drain(), self.settings.ack_timeout)
-                return await asyncio.wait_for(self._answer(control_id), self.settings.ack_timeout)
+                async with asyncio.timeout(self.settings.ack_timeout):
+                    await self._writer.drain()
+                async with asyncio.timeout(self.settings.ack_timeout):
+                    return await self._answer(control_id)
             except asyncio.TimeoutError:
                 await self.close()
                 raise LinkError(f"no answer to {control_id} in {self.settings.ack_timeout} s")

@@ -19,11 +19,11 @@ import logging
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asterisk_agent.ehr import messages
-from asterisk_agent.ehr.mllp import LinkError, MllpClient, Rejected
+from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -125,24 +125,44 @@ class Outbox:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the caller may be told: delivered (AA) or not (yet)."""
+    """What the caller may be told about one message.
 
+    confirmed: the engine answered AA ("booked").  Not confirmed and no
+    error: the message is recorded in the outbox and still being delivered
+    ("your request is recorded and the office will confirm").  Not
+    confirmed with an error: the engine refused it (AR), with its reason
+    (a slot just taken, say), so the flow can offer something else.
+    """
+
+    confirmed: bool
     control_id: str
-    delivered: bool
-    ack: messages.Ack | None = None
     error: str = ""
+    ack: messages.Ack | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def recorded(self) -> bool:
+        return not self.confirmed and not self.error
 
 
 class Forwarder:
-    """Sends what the outbox holds, in order per patient, until cancelled.
+    """Sends what the outbox holds until cancelled: in order per patient, patients in parallel.
+
+    Each patient's oldest pending message goes out on one of `workers`
+    connections; the patient's next one only after it is answered, so one
+    patient whose messages stall (an engine that never answers them, AEs)
+    holds one connection, never the others' queues.
 
     submit() puts a message in the outbox and waits a bounded time for its
     AA, so the dialog says "booked" only when it is; on a timeout the
     message stays queued and is delivered later.
     """
 
-    def __init__(self, outbox: Outbox, client: MllpClient, idle_poll: float = 1.0):
-        self.outbox, self.client, self.idle_poll = outbox, client, idle_poll
+    def __init__(self, outbox: Outbox, settings: LinkSettings, workers: int = 4,
+                 idle_poll: float = 1.0):
+        if workers < 1:
+            raise ValueError("a forwarder needs at least one worker")
+        self.outbox, self.settings = outbox, settings
+        self.workers, self.idle_poll = workers, idle_poll
         self._wake = asyncio.Event()
         self._waiting: dict[str, asyncio.Future] = {}
 
@@ -152,38 +172,70 @@ class Forwarder:
         self._waiting[entry.control_id] = future
         self._wake.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), wait)
-        except asyncio.TimeoutError:
-            return Outcome(entry.control_id, False, error="queued; not yet accepted")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+            # cancellation that arrives as the awaited thing completes
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            return Outcome(False, entry.control_id)
         finally:
             self._waiting.pop(entry.control_id, None)
 
     async def run(self, stop_when_empty: bool = False) -> None:
-        while True:
-            heads = await asyncio.to_thread(self.outbox.heads)
-            if not heads:
-                if stop_when_empty:
-                    return
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            for entry in heads:
-                await self._send(entry)
+        idle = [MllpClient(self.settings) for _ in range(self.workers)]
+        busy: dict[str, asyncio.Task] = {}  # patient ID -> its message in flight
 
-    async def _send(self, entry: Entry) -> None:
+        def finished(patient_id: str, client: MllpClient):
+            def done(_task):
+                busy.pop(patient_id, None)
+                idle.append(client)
+                self._wake.set()
+            return done
+
+        try:
+            while True:
+                # cleared before reading, so a submit() during the read is not missed
+                self._wake.clear()
+                heads = await asyncio.to_thread(self.outbox.heads)
+                for entry in heads:
+                    if entry.patient_id in busy or not idle:
+                        continue
+                    client = idle.pop()
+                    task = asyncio.create_task(self._send(entry, client))
+                    busy[entry.patient_id] = task
+                    task.add_done_callback(finished(entry.patient_id, client))
+                if stop_when_empty and not heads and not busy:
+                    return
+                try:
+                    async with asyncio.timeout(self.idle_poll):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            tasks = list(busy.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for client in idle:
+                await client.close()
+
+    async def _send(self, entry: Entry, client: MllpClient) -> None:
         await asyncio.to_thread(self.outbox.attempted, entry.id)
         try:
-            ack = await self.client.deliver(entry.message)
+            ack = await client.deliver(entry.message)
         except Rejected as e:
-            log.warning("EHR: %s %s rejected: %s", entry.kind, entry.control_id, e.ack.error)
-            await asyncio.to_thread(self.outbox.failed, entry.id, e.ack.error or e.ack.code)
-            self._resolve(Outcome(entry.control_id, False, e.ack, e.ack.error or e.ack.code))
+            error = e.ack.error or e.ack.code
+            log.warning("EHR: %s %s rejected: %s", entry.kind, entry.control_id, error)
+            await asyncio.to_thread(self.outbox.failed, entry.id, error)
+            self._resolve(Outcome(False, entry.control_id, error, e.ack))
+            return
+        except messages.MessageError as e:  # a stored message that no longer parses
+            log.error("EHR: %s %s cannot be sent: %s", entry.kind, entry.control_id, e)
+            await asyncio.to_thread(self.outbox.failed, entry.id, str(e))
+            self._resolve(Outcome(False, entry.control_id, str(e)))
             return
         await asyncio.to_thread(self.outbox.delivered, entry.id)
-        self._resolve(Outcome(entry.control_id, True, ack))
+        self._resolve(Outcome(True, entry.control_id, ack=ack))
 
     def _resolve(self, outcome: Outcome) -> None:
         future = self._waiting.get(outcome.control_id)
@@ -191,10 +243,9 @@ class Forwarder:
             future.set_result(outcome)
 
 
-async def drain(outbox: Outbox, client: MllpClient) -> None:
+async def drain(outbox: Outbox, settings: LinkSettings, workers: int = 4) -> None:
     """Deliver everything pending, then return (LinkError retried with backoff)."""
-    async with client:
-        await Forwarder(outbox, client).run(stop_when_empty=True)
+    await Forwarder(outbox, settings, workers).run(stop_when_empty=True)
 
 
 __all__ = ["Outbox", "Entry", "Forwarder", "Outcome", "drain", "LinkError", "PENDING", "FAILED"]

@@ -1,8 +1,8 @@
 """An interface-engine peer for demos and tests: an MLLP server holding an EHR's data.
 
 It holds patients, providers, schedules and medications from a seed file,
-answers patient and slot queries, applies bookings and refill requests, and
-validates every message it receives with hl7apy in strict mode (an
+answers patient, slot, appointment and medication queries, applies bookings
+and refill requests, and validates every message it receives with hl7apy in strict mode (an
 implementation of the standard independent of ours), answering AR with an
 ERR segment for anything invalid.  Garbage, truncated frames, huge frames
 and wrong encodings are logged and never stop the server.
@@ -12,6 +12,14 @@ before the ACK leaves), so a killed and restarted engine keeps its bookings
 and still recognises a retried control ID: it answers the retry with its
 first answer instead of applying the message twice.
 
+With --feed HOST:PORT every change it applies (a booking through SRM, or a
+change injected as an SIU sent to it, as a front desk would make) goes out
+as SIU^S12/S13/S15/S17 to that listener, through a durable queue of its own
+(the agent's outbox, reused): the feed survives the listener being down and
+the engine being killed.  A feed message's control ID is derived from the
+change's own, so a change applied again after a kill is announced with the
+same ID and the listener drops the repeat.
+
     python -m asterisk_agent.ehr.sim --seed etc/ehr-seed.yaml --port 2575
 """
 
@@ -19,38 +27,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import signal
 import ssl
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import yaml
 from hl7.mllp import InvalidBlockError, start_hl7_server
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_message
 
 from asterisk_agent.ehr import messages as m
+from asterisk_agent.ehr.mllp import LinkSettings
+from asterisk_agent.ehr.outbox import Forwarder, Outbox
+from asterisk_agent.ehr.schedule import Hours, free_slots, read_hours
 
 log = logging.getLogger("ehr-sim")
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_MESSAGE = 1 << 20
 
 
 class SeedError(ValueError):
     pass
-
-
-@dataclass
-class Hours:
-    days: tuple[int, ...]
-    start: time
-    end: time
-    slot_minutes: int
 
 
 @dataclass
@@ -83,38 +84,40 @@ def load_seed(path: Path) -> EhrState:
         for d in data.get("providers", []):
             state.providers[str(d["id"])] = m.Provider(str(d["id"]), str(d["family"]),
                                                       str(d.get("given", "")))
-            h = d.get("hours", {})
-            state.hours[str(d["id"])] = Hours(
-                tuple(DAYS.index(x) for x in h.get("days", DAYS[:5])),
-                time.fromisoformat(str(h.get("start", "09:00"))),
-                time.fromisoformat(str(h.get("end", "17:00"))),
-                int(h.get("slot_minutes", 20)))
-    except (OSError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
+        state.hours = read_hours(data.get("providers", []))
+    except (OSError, yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise SeedError(f"{path}: {e}") from e
     return state
 
 
-def validate(text: str) -> str:
-    """'' when hl7apy (strict, v2.5.1) accepts the message, else the reason."""
-    try:
-        parse_message(text, validation_level=VALIDATION_LEVEL.STRICT,
-                      find_groups=True).validate()
-    except Exception as e:  # hl7apy raises many kinds; each is a reason to NAK
-        return f"{type(e).__name__}: {e}"[:200]
-    return ""
+validate = m.validate
+
+# the SIU that announces each change the engine applies
+_FEED_EVENTS = {"SRM^S01": "S12", "SRM^S03": "S13", "SRM^S04": "S15"}
+
+
+def feed_control_id(control_id: str) -> str:
+    """The feed message's MSH-10, derived from the change's own (fits 20 characters)."""
+    return "F" + hashlib.sha1(control_id.encode()).hexdigest()[:19]
 
 
 class Engine:
     """Message handling, without the network: text in, answer text out."""
 
-    def __init__(self, state: EhrState, facility: m.Facility, journal: Path | None = None):
+    def __init__(self, state: EhrState, facility: m.Facility, journal: Path | None = None,
+                 feed: Outbox | None = None):
         self.state = state
         self.facility = facility  # as the engine sees it: sending = the engine
         self.journal_path = journal
+        self.feed = feed
         self._journal = None
+        # messages about these patients are never answered (tests: a stalled queue)
+        self.stalled: set[str] = set()
         # when > 0, every message is answered AE this many times first (for tests)
         self.errors_before_accept = 0
         self._errors_given: dict[str, int] = {}
+        # what a cancellation took off the schedule, for the SIU that announces it
+        self._cancelled: dict[str, m.Appointment] = {}
         if journal is not None:
             self._replay(journal)
             self._journal = open(journal, "a", encoding="utf-8")
@@ -168,6 +171,9 @@ class Engine:
             log.warning("unreadable message, no answer possible: %s", e)
             return None
         control_id = m.control_id(message)
+        if self.stalled and m._get(message, "PID", 3) in self.stalled:
+            log.info("%s for a stalled patient: not answered", control_id)
+            return None
         if control_id in self.state.answered:
             log.info("%s again (retry): first answer repeated", control_id)
             return self.state.answered[control_id]
@@ -185,8 +191,23 @@ class Engine:
             return m.ack(message, self.header(message), m.REJECT, str(e))
         kind = m.message_type(message)
         if not kind.startswith(("QBP", "SQM")) and _accepted(answer):
+            # the feed first: a kill between the two re-applies the retried
+            # change and announces it again under the same feed control ID
+            self._publish(message, kind)
             self._record(control_id, text, answer)
         return answer
+
+    def _publish(self, message, kind: str) -> None:
+        if self.feed is None:
+            return
+        event = _FEED_EVENTS.get(kind) or (kind[4:] if kind.startswith("SIU^") else None)
+        if event is None:
+            return
+        a = m.read_booking(message)
+        a = self.state.appointments.get(a.placer_id) or self._cancelled.get(a.placer_id, a)
+        h = m.header(replace(self.facility, receiving_application="ASTERISK-AGENT"),
+                     feed_control_id(m.control_id(message)))
+        self.feed.put(m.siu(h, event, a), a.patient.id)
 
     def _answer(self, message) -> str:
         kind = m.message_type(message)
@@ -194,7 +215,19 @@ class Engine:
         if kind == "QBP^Q22":
             return m.rsp_k22(message, h, self.find(m.read_query(message)))
         if kind == "SQM^S25":
+            if m._get(message, "QRD", 9) == "SBK":
+                return m.sqr_booked(message, h, self.booked_for(message))
             return m.sqr_s25(message, h, self.open_slots_for(message))
+        if kind == "QBP^Q31":
+            patient = self.state.patients.get(m._get(message, "QPD", 3))
+            names = self.state.medications.get(patient.id, []) if patient else []
+            return m.rsp_k31(message, h, patient, names)
+        if kind in ("SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S17"):
+            problem = self._check_patient(message)
+            if problem:
+                return m.ack(message, h, m.REJECT, problem)
+            self._apply(message)
+            return m.ack(message, h)
         if kind in ("SRM^S01", "SRM^S03", "SRM^S04"):
             problem = self._check_booking(message)
             if problem:
@@ -240,10 +273,12 @@ class Engine:
     def _apply(self, message):
         """Change the state for an accepted message (also used by the journal replay)."""
         kind = m.message_type(message)
-        if kind.startswith("SRM"):
+        if kind.startswith(("SRM", "SIU")):
             a = m.read_booking(message)
-            if kind == "SRM^S04":
-                return self.state.appointments.pop(a.placer_id, a)
+            if kind in ("SRM^S04", "SIU^S15", "SIU^S17"):
+                gone = self.state.appointments.pop(a.placer_id, a)
+                self._cancelled[a.placer_id] = gone
+                return gone
             filler = (self.state.appointments.get(a.placer_id)
                       or replace(a, filler_id=f"F{len(self.state.appointments) + 1:06d}"))
             a = replace(a, filler_id=a.filler_id or filler.filler_id)
@@ -270,30 +305,29 @@ class Engine:
                 and (not given or p.given.casefold() == given)
                 and (not birth or m._dt(p.birth_date) == birth[:8])]
 
-    def open_slots_for(self, message) -> list[m.Slot]:
-        provider = m._get(message, "AIP", 3, 1, 1)
-        start = m._datetime(m._get(message, "ARQ", 11, 1, 1) or "")
-        end = m._datetime(m._get(message, "ARQ", 11, 1, 2) or "")
-        return self.open_slots(provider, start, end)
+    def _window(self, message) -> tuple[datetime, datetime]:
+        return (m._datetime(m._get(message, "ARQ", 11, 1, 1) or ""),
+                m._datetime(m._get(message, "ARQ", 11, 1, 2) or ""))
 
-    def open_slots(self, provider_id: str, start: datetime, end: datetime,
-                   limit: int = 10) -> list[m.Slot]:
-        hours = self.state.hours.get(provider_id)
-        if hours is None:
+    def open_slots_for(self, message) -> list[m.Slot]:
+        start, end = self._window(message)
+        return self.open_slots(m._get(message, "AIP", 3, 1, 1) or None, start, end,
+                               m._get(message, "ARQ", 8) or None)
+
+    def open_slots(self, provider_id: str | None, start: datetime, end: datetime,
+                   kind: str | None = None, limit: int = 10) -> list[m.Slot]:
+        if provider_id and provider_id not in self.state.hours:
             return []
-        slots, day = [], start.date()
-        while day <= end.date() and len(slots) < limit:
-            if day.weekday() in hours.days:
-                t = datetime.combine(day, hours.start)
-                while t + timedelta(minutes=hours.slot_minutes) <= datetime.combine(day, hours.end):
-                    slot = m.Slot(t, hours.slot_minutes, provider_id)
-                    if start <= t < end and self._slot_free(slot):
-                        slots.append(slot)
-                        if len(slots) >= limit:
-                            break
-                    t += timedelta(minutes=hours.slot_minutes)
-            day += timedelta(days=1)
-        return slots
+        return free_slots(self.state.hours, self.state.appointments.values(), start, end,
+                          provider_id, kind, limit)
+
+    def booked_for(self, message) -> list[m.Appointment]:
+        """A patient's appointments (QRD-8) starting inside the ARQ-11 window."""
+        patient_id = m._get(message, "QRD", 8)
+        start, end = self._window(message)
+        return sorted((a for a in self.state.appointments.values()
+                       if a.patient.id == patient_id and start <= a.start < end),
+                      key=lambda a: a.start)
 
     def _slot_free(self, slot: m.Slot, ignore: str = "") -> bool:
         end = slot.start + timedelta(minutes=slot.minutes)
@@ -304,7 +338,7 @@ class Engine:
         return True
 
     def _is_free(self, a: m.Appointment) -> bool:
-        hours = self.state.hours[a.provider_id]
+        hours: Hours = self.state.hours[a.provider_id]
         if a.start.weekday() not in hours.days:
             return False
         if not (hours.start <= a.start.time()
@@ -397,8 +431,21 @@ def server_tls(cert_file: Path | str, key_file: Path | str,
 async def serve(args) -> None:
     state = load_seed(args.seed)
     facility = m.Facility(args.application, args.facility, "", "")
-    engine = Engine(state, facility, Path(args.journal) if args.journal else None)
+    feed, feeding = None, None
+    if args.feed:
+        host, _, port = args.feed.rpartition(":")
+        queue = args.feed_queue or (f"{args.journal}.feed.sqlite3" if args.journal else None)
+        if not (host and port.isdigit() and queue):
+            raise SeedError("--feed needs HOST:PORT and a queue file (--feed-queue or --journal)")
+        feed = Outbox(queue)
+        # reconnects stay quick: a demo's listener comes and goes
+        feeding = asyncio.create_task(Forwarder(
+            feed, LinkSettings(host, int(port), connect_timeout=2.0, ack_timeout=5.0,
+                               reconnect_min=0.1, reconnect_max=2.0), workers=2,
+            idle_poll=0.5).run())
+    engine = Engine(state, facility, Path(args.journal) if args.journal else None, feed)
     engine.errors_before_accept = args.errors_before_accept
+    engine.stalled = set(args.stall_patient)
     tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     server = Server(engine, args.host, args.port, tls)
     await server.start()
@@ -409,6 +456,10 @@ async def serve(args) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.close()
+    if feeding is not None:
+        feeding.cancel()
+        await asyncio.gather(feeding, return_exceptions=True)
+        feed.close()
     engine.close()
 
 
@@ -425,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-client-ca", help="require client certificates from this CA")
     p.add_argument("--errors-before-accept", type=int, default=0,
                    help="answer AE this many times to each message first (tests)")
+    p.add_argument("--feed", metavar="HOST:PORT",
+                   help="send SIU^S12/S13/S15/S17 for every applied change to this listener")
+    p.add_argument("--feed-queue", help="the feed's durable queue (default: JOURNAL.feed.sqlite3)")
+    p.add_argument("--stall-patient", action="append", default=[], metavar="ID",
+                   help="never answer messages about this patient (tests; repeatable)")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),

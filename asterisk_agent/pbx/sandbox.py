@@ -46,8 +46,9 @@ CONF_DIR_IN = "/etc/asterisk-agent-sandbox"
 # where the sandbox writes its generated prompts, inside the chroot
 PROMPTS_DIR_IN = "/usr/share/asterisk/sounds/en/ai-agent"
 # contexts the project's dialplan must define
-CONTEXTS = ("ai-agent", "ai-agent-operator", "ai-agent-ivr", "ai-agent-demo")
+CONTEXTS = ("ai-agent", "ai-agent-operator", "ai-agent-urgent", "ai-agent-ivr", "ai-agent-demo")
 FRONT_DESK_CONTEXT = "sandbox-front-desk"
+ON_CALL_CONTEXT = "sandbox-on-call"
 
 # The words callers hear.  In production the administrator records their own
 # prompts under the same names (sounds/en/ai-agent/ivr-menu.wav); the sandbox
@@ -55,8 +56,9 @@ FRONT_DESK_CONTEXT = "sandbox-front-desk"
 IVR_MENU_TEXT = "Press 1 for the assistant. Press 0 for the operator."
 IVR_MENU_ES_TEXT = "Para español, oprima el dos."
 FRONT_DESK_TEXT = "You have reached the front desk. Please hold."
+ON_CALL_TEXT = "This is the nurse on call."
 PROMPTS = {"ivr-menu": IVR_MENU_TEXT, "ivr-menu-es": IVR_MENU_ES_TEXT,
-           "front-desk": FRONT_DESK_TEXT}
+           "front-desk": FRONT_DESK_TEXT, "on-call": ON_CALL_TEXT}
 # the voice of each prompt not in English: (engine, voice), as in [tts]
 PROMPT_VOICES = {"ivr-menu-es": ("espeak-ng", "es-419+klatt4")}
 
@@ -376,6 +378,8 @@ writeprotect = yes
 ; Sandbox only: "the operator" is a stand-in front desk.  A real site sets
 ; AI_AGENT_OPERATOR to a phone or queue (see dialplan/ai-agent.conf).
 AI_AGENT_OPERATOR = Local/s@{FRONT_DESK_CONTEXT}
+; and "on call" a stand-in nurse
+AI_AGENT_ONCALL = Local/s@{ON_CALL_CONTEXT}
 
 {includes}
 
@@ -386,6 +390,15 @@ exten => s,1,Answer()
  same => n,Log(NOTICE,sandbox front desk answered a call from ${{CALLERID(num)}})
  same => n,Set(TIMEOUT(absolute)=60)
  same => n(hold),Playback(ai-agent/front-desk)
+ same => n,Wait(1)
+ same => n,Goto(hold)
+
+; Sandbox only: the nurse on call answers.
+[{ON_CALL_CONTEXT}]
+exten => s,1,Answer()
+ same => n,Log(NOTICE,sandbox on-call nurse answered a call from ${{CALLERID(num)}})
+ same => n,Set(TIMEOUT(absolute)=60)
+ same => n(hold),Playback(ai-agent/on-call)
  same => n,Wait(1)
  same => n,Goto(hold)
 """

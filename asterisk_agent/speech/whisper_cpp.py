@@ -127,16 +127,28 @@ def drop_repeats(text: str) -> str:
     A phrase of three words or more said twice in a row, or anything said four
     times in a row, is kept once, with a cut-off copy at the very end.  Words
     are compared without case and punctuation ("blood-pressure" repeats
-    "blood pressure").  "No, no." stays as it is.
+    "blood pressure").  "No, no." stays as it is, but a whole sentence of two
+    words or more said twice ("Anna Rivera. Anna Rivera.") is kept once.
     """
     while True:
         spans = list(re.finditer(r"[\w']+", text))
         found = _loop([m.group().lower() for m in spans])
         if found is None:
-            return " ".join(text.split())
+            return " ".join(_drop_repeated_sentences(text).split())
         start, end = found
         cut_to = spans[end].start() if end < len(spans) else len(text)
         text = text[:spans[start].start()] + text[cut_to:]
+
+
+def _drop_repeated_sentences(text: str) -> str:
+    sentences = re.findall(r"[^.?!]+[.?!]*", text)
+    kept: list[str] = []
+    for sentence in sentences:
+        words = re.findall(r"[\w']+", sentence.lower())
+        if kept and len(words) >= 2 and words == re.findall(r"[\w']+", kept[-1].lower()):
+            continue
+        kept.append(sentence)
+    return "".join(kept)
 
 
 class WhisperCppTranscriber:

@@ -177,6 +177,13 @@ class CallLeg:
         await self._call(self.ari.continue_in_dialplan(
             self.channel_id, d.operator_context, d.operator_extension, d.operator_priority))
 
+    async def transfer_urgent(self) -> None:
+        """To the on-call clinician: a caller described an urgent symptom."""
+        d = self.cfg.dialplan
+        self.outcome = "urgent"
+        await self._call(self.ari.continue_in_dialplan(
+            self.channel_id, d.urgent_context, d.urgent_extension, d.urgent_priority))
+
     async def hangup(self) -> None:
         self.outcome = "hangup"
         await self._call(self.ari.hangup(self.channel_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime
 
 import pytest
@@ -30,6 +31,12 @@ def strict(text: str):
 BUILDERS = {
     "QBP^Q22": lambda: m.find_patient(h(), NASTY, "Ana", date(1984, 3, 12)),
     "SQM^S25": lambda: m.open_slots(h(), "DRLEE", datetime(2030, 1, 7), datetime(2030, 1, 8)),
+    "SQM^S25 any provider": lambda: m.open_slots(h(), None, datetime(2030, 1, 7),
+                                                 datetime(2030, 1, 8), kind="checkup"),
+    "SQM^S25 booked": lambda: m.booked(h(), "MRN1001", datetime(2030, 1, 7), datetime(2031, 1, 7)),
+    "QBP^Q31": lambda: m.medications(h(), "MRN1001"),
+    "SIU^S12": lambda: m.siu(h(), "S12", APPOINTMENT),
+    "SIU^S15": lambda: m.siu(h(), "S15", APPOINTMENT),
     "SRM^S01": lambda: m.book(h(), APPOINTMENT),
     "SRM^S03": lambda: m.reschedule(h(), APPOINTMENT),
     "SRM^S04": lambda: m.cancel(h(), APPOINTMENT),
@@ -44,6 +51,7 @@ BUILDERS = {
 def test_every_request_passes_hl7apy_strict(kind):
     text = BUILDERS[kind]()
     parsed = strict(text)
+    kind = kind.split()[0]
     assert parsed.msh.msh_9.to_er7().startswith(kind)
     assert m.message_type(m.parse(text)) == kind
 
@@ -64,6 +72,23 @@ def test_answers_the_engine_sends_pass_hl7apy_strict():
                      [m.Slot(datetime(2030, 1, 7, 9), 20, "DRLEE")]))
     strict(m.orp_o10(m.parse(BUILDERS["OMP^O09"]()), back))
     strict(m.ack(m.parse(BUILDERS["MDM^T02"]()), back, m.ERROR, "busy"))
+    strict(m.sqr_booked(m.parse(BUILDERS["SQM^S25 booked"]()), back, [APPOINTMENT]))
+    strict(m.rsp_k31(m.parse(BUILDERS["QBP^Q31"]()), back, PATIENT, ["Lisinopril 10 mg"]))
+
+
+def test_appointments_medications_and_siu_read_back():
+    back = m.header(FACILITY.reply())
+    booked = replace(APPOINTMENT, filler_id="F000001")
+    answer = m.parse(m.sqr_booked(m.parse(BUILDERS["SQM^S25 booked"]()), back, [booked, booked]))
+    assert m.read_appointments(answer) == [booked, booked]
+    meds = m.parse(m.rsp_k31(m.parse(BUILDERS["QBP^Q31"]()), back, PATIENT,
+                             ["Lisinopril 10 mg", "Odd | name ^ here"]))
+    assert [x.name for x in m.read_medications(meds)] == ["Lisinopril 10 mg", "Odd | name ^ here"]
+    assert m.read_siu(m.parse(m.siu(h(), "S13", booked))) == ("S13", booked)
+    with pytest.raises(m.MessageError):
+        m.read_siu(m.parse(m.book(h(), APPOINTMENT)))
+    with pytest.raises(m.MessageError):
+        m.siu(h(), "S99", APPOINTMENT)
 
 
 @pytest.mark.parametrize("ch", list("|^&~\\"))

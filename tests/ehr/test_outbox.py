@@ -13,7 +13,7 @@ import time
 from collections import Counter, defaultdict
 
 from asterisk_agent.ehr import messages as m
-from asterisk_agent.ehr.mllp import LinkSettings, MllpClient
+from asterisk_agent.ehr.mllp import LinkSettings
 from asterisk_agent.ehr.outbox import Forwarder, Outbox
 
 from .conftest import ROOT, SimProcess, free_port
@@ -63,20 +63,20 @@ async def test_submit_says_delivered_only_after_aa(start_sim, tmp_path):
 
     sim = start_sim("--journal", str(tmp_path / "j.jsonl"))
     box = Outbox(tmp_path / "o.db")
-    link = MllpClient(LinkSettings("127.0.0.1", sim.port, reconnect_min=0.05,
-                                   reconnect_max=0.2, ack_timeout=2))
+    link = LinkSettings("127.0.0.1", sim.port, reconnect_min=0.05, reconnect_max=0.2,
+                        ack_timeout=2)
     forwarder = Forwarder(box, link, idle_poll=0.1)
     task = asyncio.create_task(forwarder.run())
     try:
         ok = await forwarder.submit(booking(0), "MRN1001", wait=5)
-        assert ok.delivered and ok.ack.code == "AA"
+        assert ok.confirmed and ok.ack.code == "AA"
         taken = await forwarder.submit(booking(0).replace("P-0000", "P-9999")
                                        .replace(m.control_id(m.parse(booking(0))), "X"),
                                        "MRN1001", wait=5)
-        assert not taken.delivered and "not available" in taken.error
+        assert not taken.confirmed and "not available" in taken.error
         sim.kill()
         queued = await forwarder.submit(booking(1), "MRN1001", wait=0.5)
-        assert not queued.delivered and box.heads()[0].control_id == queued.control_id
+        assert queued.recorded and box.heads()[0].control_id == queued.control_id
         start_sim("--journal", str(tmp_path / "j.jsonl"), port=sim.port)
         for _ in range(100):
             if not box.heads():
@@ -86,7 +86,6 @@ async def test_submit_says_delivered_only_after_aa(start_sim, tmp_path):
         assert [e.state for e in box.entries()] == ["failed"]
     finally:
         task.cancel()
-        await link.close()
 
 
 def test_200_bookings_survive_killing_the_engine_and_the_sender(tmp_path):

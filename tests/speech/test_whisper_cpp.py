@@ -72,6 +72,9 @@ def test_token_bound_scales_with_the_utterance():
      "I need a refill of my blood pressure medication."),
     ("you you you you you", "you"),
     ("No, no.", "No, no."),
+    # a name said once, decoded twice
+    ("Anna Rivera. Anna Rivera.", "Anna Rivera."),
+    ("Yes. Yes.", "Yes. Yes."),
     ("Yes yes yes", "Yes yes yes"),
     ("I would like to book an appointment.", "I would like to book an appointment."),
     ("", ""),
