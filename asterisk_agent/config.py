@@ -214,8 +214,10 @@ class Llm:
     url: str = ""
     # openai: the server's API key, when it asks for one
     api_key: str = ""
-    # llama.cpp: CPU threads, and the context window in tokens
-    threads: int = 2
+    # llama.cpp: CPU threads, and the context window in tokens.  One thread: when
+    # another process preempts one of two, llama.cpp's per-layer barrier stalls and
+    # a 1 s answer took 20 s on a busy 2-core machine (measured)
+    threads: int = 1
     context: int = 2048
     # tokens in one reply
     max_tokens: int = 64

@@ -107,7 +107,8 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
         return Reply(say.no_input, intent="silence")
     if isinstance(heard, Dtmf):
         call.history.append(Line("caller", f"[DTMF {heard.digit}]"))
-        if heard.digit == "0":
+        # 0 is the operator, except inside a date of birth being typed
+        if heard.digit == "0" and desk.state != "ask_birth_date":
             return Reply(say.transfer, Action.OPERATOR, "operator")
         return await typed(desk, heard.digit)
     t0 = time.perf_counter()

@@ -125,7 +125,7 @@ def test_booking_by_voice_lands_in_the_ehr(agent, ehr_engine, sandbox_cfg, tmp_p
             GREETED,
             {"say": "I would like to book an appointment."},
             {"expect": "first and last name"},
-            {"say": "Ana Rivera."},
+            {"say": "My name is Ana Rivera."},
             {"expect": "date of birth"},
             {"dtmf": "03121984"},
             {"expect": "what day"},

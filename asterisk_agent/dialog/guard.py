@@ -6,8 +6,11 @@ prompt, another patient's records).  `reject_reason()` checks a reply before a
 caller hears it: no medical advice or diagnosis, no talk about a patient, no
 number, time, price, policy or name that the practice facts do not hold, nothing
 that echoes an injection.  `ungrounded()` finds extracted slot values the
-caller never said, `dropped_facts()` what a rephrasing lost.  A rejected reply is dropped and the caller hears the fixed
-phrasing instead, so every check here errs on the side of rejecting.
+caller never said, `dropped_facts()` what a rephrasing lost.  A rejected reply
+is dropped and the caller hears the fixed phrasing instead, so every check here
+errs on the side of rejecting.  Known limit: a number is checked against all
+the facts, not the day it belongs to ("open at 8 on Saturday" passes when any
+day opens at 8).
 """
 
 from __future__ import annotations
