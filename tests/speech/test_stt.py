@@ -86,8 +86,9 @@ def test_corrupt_model_file_is_named(tmp_path):
 def test_missing_model_file_is_named(tmp_path):
     model_dir = _copy_model(tmp_path)
     (model_dir / "tokenizer.json").unlink()
+    # faster-whisper reads tokenizer.json (whisper.cpp's file carries its own vocabulary)
     with pytest.raises(ModelError, match=str(model_dir / "tokenizer.json")):
-        stt.load_transcriber(config.Stt(model=str(model_dir)))
+        stt.load_transcriber(config.Stt(engine="faster-whisper", model=str(model_dir)))
 
 
 def test_unknown_model_name_says_what_exists():
