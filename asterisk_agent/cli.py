@@ -66,13 +66,10 @@ def load_services(cfg: config_mod.Config):
             voice.engine, f" {voice.voice}" if voice.voice else "")
     cfg.sounds.dir.mkdir(parents=True, exist_ok=True)
     providers = {}
-    hours_file = cfg.ehr.provider_hours_file
-    if str(hours_file) not in ("", "."):
+    if cfg.provider_hours_path is not None:
         from .dialog.receptionist import load_providers
 
-        if not hours_file.is_absolute() and cfg.path is not None:
-            hours_file = cfg.path.parent / hours_file
-        providers = load_providers(hours_file)
+        providers = load_providers(cfg.provider_hours_path)
     return Services(cfg=cfg, practice=facts, protocols=protocols, stt=stt, tts=tts,
                     providers=providers)
 

@@ -251,24 +251,30 @@ class Config:
     llm: Llm = field(default_factory=Llm)
     sandbox: Sandbox = field(default_factory=Sandbox)
 
+    def beside_config(self, p: Path) -> Path:
+        """A path the file gives relative to itself."""
+        return p if p.is_absolute() or self.path is None else self.path.parent / p
+
+    def in_state_dir(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.general.state_dir / p
+
     @property
     def practice_path(self) -> Path:
-        p = self.general.practice_file
-        if not p.is_absolute() and self.path is not None:
-            p = self.path.parent / p
-        return p
+        return self.beside_config(self.general.practice_file)
 
     @property
     def protocols_path(self) -> Path:
-        p = self.general.protocols_dir
-        if not p.is_absolute() and self.path is not None:
-            p = self.path.parent / p
-        return p
+        return self.beside_config(self.general.protocols_dir)
+
+    @property
+    def provider_hours_path(self) -> Path | None:
+        """[ehr] provider_hours_file, None when it is not set."""
+        p = self.ehr.provider_hours_file
+        return None if str(p) in ("", ".") else self.beside_config(p)
 
     @property
     def ehr_outbox_path(self) -> Path:
-        p = self.ehr.outbox_file
-        return p if p.is_absolute() else self.general.state_dir / p
+        return self.in_state_dir(self.ehr.outbox_file)
 
     @property
     def asterisk_sounds_dir(self) -> str:

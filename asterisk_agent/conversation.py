@@ -108,7 +108,7 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     if isinstance(heard, Dtmf):
         call.history.append(Line("caller", f"[DTMF {heard.digit}]"))
         # 0 is the operator, except inside a date of birth being typed
-        if heard.digit == "0" and desk.state != "ask_birth_date":
+        if heard.digit == "0" and not desk.typing_birth_date:
             return Reply(say.transfer, Action.OPERATOR, "operator")
         return await typed(desk, heard.digit)
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def urgent_reply(finding: Finding) -> Reply:
 async def typed(desk: Receptionist, digit: str) -> Reply:
     """A key pressed: a date of birth is typed as 8 digits (MMDDYYYY), gathered
     here key by key; any other key is a choice (1, 2, ...) on its own."""
-    if desk.state != "ask_birth_date":
+    if not desk.typing_birth_date:
         return await desk.key(digit)
     desk.typed += digit
     if len(desk.typed) < 8:

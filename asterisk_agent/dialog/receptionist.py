@@ -94,6 +94,11 @@ class Receptionist:
 
     # ---- entry points
 
+    @property
+    def typing_birth_date(self) -> bool:
+        """Waiting for a date of birth, which may come as keys (0 is then a digit)."""
+        return self.state == "ask_birth_date"
+
     async def turn(self, transcript: str) -> Reply:
         """One caller utterance (already screened for red flags)."""
         text = transcript.strip()

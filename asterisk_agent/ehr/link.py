@@ -82,9 +82,8 @@ class EhrLink:
             self._queries.put_nowait(MllpClient(self.query_settings))
         if e.slots_from == "feed" or e.feed_port:
             hours = await asyncio.to_thread(load_hours, self._hours_path())
-            path = e.schedule_file if e.schedule_file.is_absolute() \
-                else cfg.general.state_dir / e.schedule_file
-            self.schedule = await asyncio.to_thread(Schedule, path, hours)
+            self.schedule = await asyncio.to_thread(Schedule, cfg.in_state_dir(e.schedule_file),
+                                                    hours)
             if e.feed_port:
                 self.feed = FeedListener(self.schedule, e.feed_host, e.feed_port,
                                          self.facility)
@@ -94,10 +93,9 @@ class EhrLink:
                  e.host, e.port, pending)
 
     def _hours_path(self) -> Path:
-        p = self.cfg.ehr.provider_hours_file
-        if str(p) in ("", "."):
+        if self.cfg.provider_hours_path is None:
             raise ValueError("[ehr] slots_from = feed needs provider_hours_file")
-        return p if p.is_absolute() or self.cfg.path is None else self.cfg.path.parent / p
+        return self.cfg.provider_hours_path
 
     async def _deliver(self) -> None:
         """The background delivery; it never ends on an error, only when cancelled."""

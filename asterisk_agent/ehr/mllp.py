@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from hl7.mllp import InvalidBlockError, open_hl7_connection
 from asterisk_agent.ehr import messages
 
 log = logging.getLogger(__name__)
+
+# the largest message a server here accepts, in bytes; a bigger frame resets the connection
+MAX_MESSAGE = 1 << 20
 
 
 class LinkError(Exception):
@@ -185,3 +189,45 @@ class MllpClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
+
+
+async def serve_connection(reader, writer, answer: Callable[[str], Awaitable[str | None]],
+                           reject_encoding: Callable[[str], str | None], name: str) -> None:
+    """Serve one MLLP connection until it closes: each frame's message goes to
+    `answer`, whose reply (if any) is sent back.  A message that is not in the
+    HL7 encoding gets `reject_encoding`'s NAK (read as latin-1 to find its MSH);
+    bytes outside a frame are skipped; an oversized frame resets the
+    connection.  Nothing a peer sends ends the server."""
+    peer = writer.get_extra_info("peername")
+    try:
+        while True:
+            try:
+                block = await reader.readblock()
+            except InvalidBlockError:
+                log.warning("%s %s: bytes outside an MLLP frame, skipped", name, peer)
+                continue
+            except ValueError:
+                log.warning("%s %s: frame over %d bytes; connection reset", name, peer, MAX_MESSAGE)
+                return
+            except asyncio.IncompleteReadError as e:
+                if e.partial:
+                    log.warning("%s %s: connection closed inside a frame (%d bytes lost)",
+                                name, peer, len(e.partial))
+                return
+            try:
+                text = block.decode(messages.ENCODING)
+            except UnicodeDecodeError:
+                log.warning("%s %s: a message that is not %s; rejected", name, peer,
+                            messages.ENCODING)
+                reply = reject_encoding(block.decode("latin-1"))
+            else:
+                reply = await answer(text)
+            if reply is not None:
+                writer.writeblock(reply.encode(messages.ENCODING))
+                await writer.drain()
+    except (ConnectionError, OSError) as e:  # ssl.SSLError is an OSError
+        log.warning("%s %s: connection lost: %r", name, peer, e)
+    except Exception:  # one bad connection must never stop the server
+        log.exception("%s %s: unexpected error; connection closed", name, peer)
+    finally:
+        writer.close()

@@ -58,18 +58,25 @@ class Entry:
     created: float
 
 
+def open_durable(path: Path, schema: str) -> tuple[sqlite3.Connection, threading.Lock]:
+    """A SQLite file whose every commit is on disk before it returns (WAL, full
+    sync), shared between threads behind the lock returned with it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    lock = threading.Lock()
+    with lock:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(schema)
+    return db, lock
+
+
 class Outbox:
     """The durable queue of outgoing messages (thread-safe; blocking calls)."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+        self._db, self._lock = open_durable(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

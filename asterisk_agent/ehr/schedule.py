@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 import time as clock
 from collections import defaultdict
 from collections.abc import Iterable
@@ -28,14 +27,15 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import yaml
-from hl7.mllp import InvalidBlockError, start_hl7_server
+from hl7.mllp import start_hl7_server
 
 from asterisk_agent.ehr import messages as m
+from asterisk_agent.ehr.mllp import MAX_MESSAGE, serve_connection
+from asterisk_agent.ehr.outbox import open_durable
 
 log = logging.getLogger(__name__)
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MAX_MESSAGE = 1 << 20
 # SIU events that take the appointment off the schedule
 REMOVING = ("S15", "S17")
 
@@ -130,13 +130,7 @@ class Schedule:
 
     def __init__(self, path: Path | str, hours: dict[str, Hours]):
         self.path, self.hours = Path(path), hours
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+        self._db, self._lock = open_durable(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -250,38 +244,11 @@ class FeedListener:
         return m.ack(message, h)
 
     async def _serve(self, reader, writer) -> None:
-        peer = writer.get_extra_info("peername")
         self._connections.add(writer)
         try:
-            while True:
-                try:
-                    block = await reader.readblock()
-                except InvalidBlockError:
-                    log.warning("feed %s: bytes outside an MLLP frame, skipped", peer)
-                    continue
-                except ValueError:
-                    log.warning("feed %s: frame over %d bytes; connection reset", peer,
-                                MAX_MESSAGE)
-                    return
-                except asyncio.IncompleteReadError:
-                    return
-                try:
-                    text = block.decode(m.ENCODING)
-                except UnicodeDecodeError:
-                    log.warning("feed %s: a message that is not %s; rejected", peer, m.ENCODING)
-                    answer = self._encoding_nak(block.decode("latin-1"))
-                else:
-                    answer = await self.handle(text)
-                if answer is not None:
-                    writer.writeblock(answer.encode(m.ENCODING))
-                    await writer.drain()
-        except (ConnectionError, OSError) as e:
-            log.warning("feed %s: connection lost: %r", peer, e)
-        except Exception:  # one bad connection must never stop the listener
-            log.exception("feed %s: unexpected error; connection closed", peer)
+            await serve_connection(reader, writer, self.handle, self._encoding_nak, "feed")
         finally:
             self._connections.discard(writer)
-            writer.close()
 
     def _encoding_nak(self, text: str) -> str | None:
         try:

@@ -38,16 +38,15 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import yaml
-from hl7.mllp import InvalidBlockError, start_hl7_server
+from hl7.mllp import start_hl7_server
 
 from asterisk_agent.ehr import messages as m
-from asterisk_agent.ehr.mllp import LinkSettings
+from asterisk_agent.ehr.mllp import MAX_MESSAGE, LinkSettings, serve_connection
 from asterisk_agent.ehr.outbox import Forwarder, Outbox
 from asterisk_agent.ehr.schedule import Hours, free_slots, read_hours
 
 log = logging.getLogger("ehr-sim")
 
-MAX_MESSAGE = 1 << 20
 
 
 class SeedError(ValueError):
@@ -373,39 +372,10 @@ class Server:
             await self._server.wait_closed()
 
     async def _serve(self, reader, writer) -> None:
-        peer = writer.get_extra_info("peername")
-        try:
-            while True:
-                try:
-                    block = await reader.readblock()
-                except InvalidBlockError:
-                    log.warning("%s: bytes outside an MLLP frame, skipped", peer)
-                    continue
-                except ValueError:
-                    log.warning("%s: frame over %d bytes; connection reset", peer, MAX_MESSAGE)
-                    return
-                except asyncio.IncompleteReadError as e:
-                    if e.partial:
-                        log.warning("%s: connection closed inside a frame (%d bytes lost)",
-                                    peer, len(e.partial))
-                    return
-                try:
-                    text = block.decode(m.ENCODING)
-                except UnicodeDecodeError:
-                    log.warning("%s: a message that is not %s; rejected", peer, m.ENCODING)
-                    text = block.decode("latin-1")
-                    answer = self._encoding_nak(text)
-                else:
-                    answer = self.engine.handle(text)
-                if answer is not None:
-                    writer.writeblock(answer.encode(m.ENCODING))
-                    await writer.drain()
-        except (ConnectionError, ssl.SSLError) as e:
-            log.warning("%s: connection lost: %r", peer, e)
-        except Exception:  # one bad connection must never stop the engine
-            log.exception("%s: unexpected error; connection closed", peer)
-        finally:
-            writer.close()
+        async def answer(text: str) -> str | None:
+            return self.engine.handle(text)
+
+        await serve_connection(reader, writer, answer, self._encoding_nak, "engine")
 
     def _encoding_nak(self, text: str) -> str | None:
         try:
