@@ -11,8 +11,10 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from .compliance import redact
 from .config import Config
 from .conversation import converse
+from .dialog.llm import LanguageModel
 from .dialog.practice import Practice
 from .dialog.screen import Protocols
 from .ehr.link import EhrLink
@@ -31,7 +33,9 @@ class Services:
 
     One transcription pool and one voice per language of [general] languages,
     all loaded at start-up: a missing model stops the agent before its first
-    call rather than failing a caller.
+    call rather than failing a caller.  The language model is the exception:
+    without it (engine = none, or it failed to load) calls go on with the
+    fixed phrasing.
     """
 
     cfg: Config
@@ -41,8 +45,15 @@ class Services:
     tts: dict[str, TtsPool]   # language -> pool
     ehr: EhrLink | None = None                  # started by the worker
     providers: dict[str, Provider] = field(default_factory=dict)  # names to speak
+    llm: LanguageModel | None = None            # practice questions; None: fixed phrasing
+    # safety messages being synthesized (stem -> its task), made once per process
+    safety_sounds: dict[str, asyncio.Future] = field(default_factory=dict)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        # async for the model: its worker thread is joined, or its server session closed
+        if self.llm is not None:
+            await self.llm.close()
+            self.llm = None
         for pool in (*self.stt.values(), *self.tts.values()):
             pool.close()
 
@@ -127,6 +138,8 @@ class Agent:
 
     async def _run_call(self, leg: CallLeg) -> None:
         log.info("call %s from %s: start", leg.channel_id, "caller" if leg.caller_number else "?")
+        # the caller ID is PHI: kept out of every log line until the call ends
+        redact.remember(leg.caller_number, leg.caller_name, call=leg.channel_id)
         try:
             await leg.connect_media()
             await converse(leg, self.services)
@@ -146,6 +159,7 @@ class Agent:
             await leg.cleanup()
             self.calls.pop(leg.channel_id, None)
             log.info("call %s: end (%s)", leg.channel_id, leg.outcome)
+            redact.forget(leg.channel_id)
 
     async def _resync(self) -> None:
         """After every (re)connect: end calls whose channel is gone, hand strays to a person."""

@@ -65,7 +65,7 @@ DEFAULT_CONFIG = Path("etc/sandbox.conf")
 DEFAULT_OUT = Path("docs")
 DEFAULT_CALLS = 5
 LEVELS = (1, 4, 8)
-PARTS = ("calls", "barge-in", "stt", "tts", "ehr")
+PARTS = ("calls", "barge-in", "red-flag", "stt", "tts", "ehr")
 # the extension that goes straight to the agent (no IVR menu first)
 DIAL = "200"
 # seconds one call may take in all before it is abandoned (its steps time out sooner)
@@ -93,6 +93,7 @@ TARGETS = (
     ("latency p95, 1 call", ("latency_ms", "calls_1", "p95"), 1000.0),
     ("latency p95, 4 calls", ("latency_ms", "calls_4", "p95"), 1500.0),
     ("barge-in p50", ("barge_in_ms", "p50"), 300.0),
+    ("red flag to transfer, max", ("red_flag_ms", "max"), 1500.0),
     ("WER, default engine", ("stt", "@default", "wer"), 0.15),
     ("EHR booking p95", ("ehr_booking_ms", "p95"), 50.0),
 )
@@ -115,6 +116,14 @@ TURNS = (
     Turn("Goodbye.", r"goodbye|thank you"),
 )
 BARGE_IN_SAY = "Sorry to interrupt, what is your address please?"
+# red flags (one each of three kinds): from the end of the sentence to the
+# transfer starting, heard by the caller as the first sound of the safety
+# message, which the dialplan plays on the way to the on-call
+RED_FLAG_SAYS = (
+    "I have crushing chest pain and my left arm is numb.",
+    "My husband's face is drooping and his speech is slurred.",
+    "I can't breathe and my lips are turning blue.",
+)
 # when the barge-in caller starts talking, seconds after the answer: spread over
 # the greeting's sentences (a moment between two sentences is not a barge-in
 # and is left out of the figures)
@@ -160,6 +169,25 @@ class BenchError(Exception):
 
 
 # --- figures (pure) -------------------------------------------------------------------
+
+def cpu_times(stat: str | None = None) -> tuple[int, int]:
+    """(all CPU time, time stolen by the hypervisor) from /proc/stat, in ticks."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text()
+        except OSError:
+            return 0, 0
+    fields = [int(x) for x in stat.split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return sum(fields[:8]), (fields[7] if len(fields) > 7 else 0)
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of CPU time a virtual machine's host took away in between: a
+    figure measured while it was high is the host's, not the agent's."""
+    total = after[0] - before[0]
+    return round(100.0 * (after[1] - before[1]) / total, 1) if total > 0 else None
+
 
 def summarize(values: Iterable[float | None]) -> dict:
     """p50, p95, max and n of the values (None and NaN are left out).
@@ -439,6 +467,10 @@ def format_report(report: dict) -> str:
     if loads:
         out.append("Load average (1 min) at the start of each part, other work included: "
                    + ", ".join(f"{k} {v}" for k, v in loads.items()))
+    steal = report.get("cpu_steal_pct") or {}
+    if steal:
+        out.append("CPU time taken by the virtual machine's host (steal) during each part: "
+                   + ", ".join(f"{k} {v}%" for k, v in steal.items()))
     out += _latency_lines(report)
     b = report.get("barge_in_ms")
     if b:
@@ -447,6 +479,11 @@ def format_report(report: dict) -> str:
                 f"  not stopped while the caller talked: {b.get('not_stopped', 0)}; "
                 f"left out: agent silent at the onset {b.get('not_speaking', 0)}, "
                 f"question not answered {b.get('not_answered', 0)}"]
+    r = report.get("red_flag_ms")
+    if r:
+        out += ["", "Red flag to transfer, ms (end of the caller's sentence -> the safety "
+                    f"message starts on the way to the on-call): p50 {_fmt(r['p50'])}  "
+                    f"max {_fmt(r['max'])}  n {r['n']}, not transferred {r['not_transferred']}"]
     out += _speech_lines(report)
     mem = report.get("memory") or {}
     if mem:
@@ -459,7 +496,7 @@ def format_report(report: dict) -> str:
         for t in targets:
             verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
             value = _fmt(t["value"], 3 if t["limit"] < 1 else 0)
-            out.append(f"  {t['target']:<24} <= {t['limit']:g}: {value} {verdict}")
+            out.append(f"  {t['target']:<32} <= {t['limit']:g}: {value} {verdict}")
     for e in report.get("errors") or []:
         out.append(f"ERROR: {e}")
     return "\n".join(out)
@@ -807,6 +844,15 @@ def barge_in_scenario(name: str, at_s: float) -> dict:
     ]}
 
 
+def red_flag_scenario(name: str, say: str) -> dict:
+    return {"name": name, "dial": DIAL, "steps": [
+        {"expect": "front desk", "timeout": 30},   # the whole greeting, then a quiet line
+        {"say": say, "timeout": REPLY_TIMEOUT_S},
+        {"expect": "911|emergency", "timeout": 20},
+        {"hangup": True},
+    ]}
+
+
 async def _one_call(scenario: dict, cfg: config.Config, ears, record_dir: Path | None,
                     delay_s: float = 0.0) -> dict:
     from asterisk_agent.caller.scenario import play_scenario
@@ -902,9 +948,29 @@ async def run_barge_in(cfg: config.Config, ears, calls: int, deadline: float) ->
     return out
 
 
+async def run_red_flags(cfg: config.Config, ears, harness: Harness, calls: int,
+                        deadline: float) -> list[dict]:
+    """Red-flag calls one at a time: the caller's wait for the transfer to start."""
+    out = []
+    for i in range(calls):
+        if time.monotonic() > deadline:
+            _progress(f"time is up: red flags stopped after {i} call(s)")
+            break
+        say = RED_FLAG_SAYS[i % len(RED_FLAG_SAYS)]
+        _progress(f"red-flag call {i + 1} of {calls}")
+        offset = harness.log_size()
+        result = await _one_call(red_flag_scenario(f"red-flag-{i}", say), cfg, ears, None)
+        await asyncio.sleep(1.0)
+        out.append({"say": say, "passed": result["passed"], "error": result["error"],
+                    "ms": (say_latencies(result) or [None])[0],
+                    "transferred": "end (urgent)" in harness.log_since(offset)})
+    return out
+
+
 async def run_calls(cfg: config.Config, harness: Harness, opts: "Options",
-                    deadline: float) -> tuple[list[LevelResult], list[dict]]:
-    """The latency levels, then the barge-in calls, with one caller (its models loaded once)."""
+                    deadline: float) -> tuple[list[LevelResult], list[dict], list[dict]]:
+    """The latency levels, then the barge-in and red-flag calls, with one caller
+    (its models loaded once)."""
     from asterisk_agent.caller.scenario import Ears
 
     loop = asyncio.get_running_loop()
@@ -912,8 +978,9 @@ async def run_calls(cfg: config.Config, harness: Harness, opts: "Options",
     ears = await loop.run_in_executor(None, Ears.load, cfg)
     levels = opts.levels if "calls" in opts.parts else ()
     barge_in_calls = opts.barge_in_calls if "barge-in" in opts.parts else 0
+    red_flag_calls = opts.barge_in_calls if "red-flag" in opts.parts else 0
     try:
-        if levels or barge_in_calls:
+        if levels or barge_in_calls or red_flag_calls:
             # a freshly started agent pays one-time costs on its first call (first
             # inference allocations, model pages read in); the bench may have found one
             # that just started, so one call always goes first, unmeasured
@@ -924,9 +991,11 @@ async def run_calls(cfg: config.Config, harness: Harness, opts: "Options",
             levels_out.append(await run_level(cfg, ears, harness, level, max(opts.calls, level),
                                               opts.stagger_s, deadline))
         barge = await run_barge_in(cfg, ears, barge_in_calls, deadline) if barge_in_calls else []
+        red = (await run_red_flags(cfg, ears, harness, red_flag_calls, deadline)
+               if red_flag_calls else [])
     finally:
         ears.close()
-    return levels_out, barge
+    return levels_out, barge, red
 
 
 def level_report(lr: LevelResult) -> tuple[dict, dict, list[float]]:
@@ -1112,14 +1181,18 @@ def run_bench(opts: Options) -> dict:
         "errors": [],
     }
 
+    marks: list[tuple[str, tuple[int, int]]] = []
+
     def mark(part: str) -> None:
         # the machine may be shared: a figure taken under load says so
         report["load_average"][part] = round(os.getloadavg()[0], 2)
+        marks.append((part, cpu_times()))
     samples: dict[str, list[float]] = {}
     barge_values: list[float] = []
     want_calls = "calls" in opts.parts
     want_barge = "barge-in" in opts.parts and opts.barge_in_calls > 0
-    if want_calls or want_barge:
+    want_red = "red-flag" in opts.parts and opts.barge_in_calls > 0
+    if want_calls or want_barge or want_red:
         mark("calls")
         harness = Harness(cfg)
         try:
@@ -1128,7 +1201,7 @@ def run_bench(opts: Options) -> dict:
                                "worker_pid": harness.worker_pid,
                                "log": str(harness.agent_log) if harness.agent_log else None,
                                "notes": harness.notes}
-            levels, barge = asyncio.run(run_calls(cfg, harness, opts, deadline))
+            levels, barge, red = asyncio.run(run_calls(cfg, harness, opts, deadline))
         finally:
             harness.down()
         if levels:
@@ -1166,6 +1239,9 @@ def run_bench(opts: Options) -> dict:
                 "not_speaking": sum(b["verdict"] == "not speaking" for b in answered),
                 "not_answered": len(barge) - len(answered),
                 "calls": barge}
+        if red:
+            report["red_flag_ms"] = summarize(r["ms"] for r in red if r["transferred"]) | {
+                "not_transferred": sum(not r["transferred"] for r in red), "calls": red}
     if "tts" in opts.parts and time.monotonic() < deadline:
         mark("tts")
         sentence = typical_first_sentence(cfg)
@@ -1179,6 +1255,9 @@ def run_bench(opts: Options) -> dict:
         mark("ehr")
         _progress(f"EHR: {EHR_BOOKINGS} bookings against tools/ehr-sim")
         report["ehr_booking_ms"] = asyncio.run(bench_ehr(cfg, EHR_BOOKINGS))
+    marks.append(("end", cpu_times()))
+    report["cpu_steal_pct"] = {part: steal_pct(t0, t1)
+                               for (part, t0), (_, t1) in zip(marks, marks[1:])}
     report["latency_breakdown_ms"] = latency_breakdown(report)
     for name, s in (report.get("stt") or {}).items():
         if "error" in s:
@@ -1222,7 +1301,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"calls per concurrency level, at least (default {DEFAULT_CALLS})")
     p.add_argument("--levels", type=_levels, default=LEVELS, help="concurrency levels (default 1,4,8)")
     p.add_argument("--barge-in", type=int, default=None, metavar="N",
-                   help="barge-in calls (default: as many as --calls)")
+                   help="barge-in calls, and red-flag calls (default: as many as --calls)")
     p.add_argument("--parts", type=_parts, default=frozenset(PARTS),
                    help=f"what to measure (default {','.join(PARTS)})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -14,12 +15,14 @@ from . import config as config_mod
 from .supervisor import EX_CONFIG  # a start-up error a restart cannot fix
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, cfg: config_mod.Config | None = None) -> None:
+    # one place sets logging up: structlog renders every record, PHI removed
+    from . import logs
+
+    if cfg is None:
+        logs.setup(level)
+    else:
+        logs.setup_from_config(cfg, level)
 
 
 def _load_config(args) -> config_mod.Config:
@@ -29,7 +32,11 @@ def _load_config(args) -> config_mod.Config:
 # --- serve ----------------------------------------------------------------------
 def cmd_serve(args) -> int:
     cfg = _load_config(args)
-    _setup_logging(args.log_level or cfg.general.log_level)
+    _setup_logging(args.log_level or cfg.general.log_level, cfg)
+    # supervisor and worker alike: no connection outside the configured hosts
+    from .compliance import egress
+
+    egress.install(egress.allowed_hosts(cfg))
     if not args.worker:
         from .supervisor import supervise
 
@@ -42,8 +49,9 @@ def cmd_serve(args) -> int:
     return asyncio.run(_serve_worker(cfg))
 
 
-def load_services(cfg: config_mod.Config):
-    """Load the practice file and the models once; any problem is fatal and clear."""
+async def load_services(cfg: config_mod.Config):
+    """Load the practice file and the models once; any problem is fatal and clear,
+    but for the language model, without which calls go on with fixed phrasing."""
     from .agent import Services
     from .dialog import practice, screen
     from .speech.stt import SttPool, load_transcriber
@@ -71,20 +79,47 @@ def load_services(cfg: config_mod.Config):
 
         providers = load_providers(cfg.provider_hours_path)
     return Services(cfg=cfg, practice=facts, protocols=protocols, stt=stt, tts=tts,
-                    providers=providers)
+                    providers=providers, llm=await _open_llm(cfg, facts))
+
+
+async def _open_llm(cfg: config_mod.Config, facts):
+    """The [llm] model, loaded and warmed up with the practice facts; None for
+    engine = none or when it cannot run (logged: the agent still takes calls)."""
+    from .dialog.llm import LlmError, open_language_model, practice_facts
+
+    log = logging.getLogger("asterisk_agent")
+    if cfg.llm.engine == "none":
+        log.info("language model: none ([llm] engine = none): fixed phrasing only")
+        return None
+    try:
+        return await open_language_model(
+            cfg.llm, {language: practice_facts(facts, language)
+                      for language in cfg.general.languages})
+    except LlmError as exc:
+        log.error("language model unavailable, answering with fixed phrasing only: %s", exc)
+    except Exception as exc:  # an optional part: it never stops the agent
+        log.exception("language model unavailable (%s), answering with fixed phrasing only",
+                      type(exc).__name__)
+    return None
 
 
 async def _serve_worker(cfg: config_mod.Config) -> int:
     from .agent import Agent
+    from .conversation import warm_safety_sounds
     from .ehr.link import EhrLink
 
-    services = load_services(cfg)
+    services = await load_services(cfg)
     # the link connects on first use: an engine that is down now costs no call
     # but the lookups it cannot answer (those callers go to a person), and what
     # callers ask for waits in the outbox
     services.ehr = EhrLink(cfg)
     await services.ehr.start()
     log = logging.getLogger("asterisk_agent")
+    # every safety message ready before the first caller: a red flag is then
+    # put through to the on-call without waiting on the voice
+    started = time.perf_counter()
+    await warm_safety_sounds(services)
+    log.info("safety messages ready in %.1f s", time.perf_counter() - started)
     log.info("asterisk-agent %s: models loaded (languages %s, default %s); "
              "connecting to %s as app %s", __version__, ", ".join(cfg.general.languages),
              cfg.general.language, cfg.ari.url, cfg.ari.app)
@@ -92,7 +127,7 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
         await Agent(services).run()
     finally:
         await services.ehr.close()
-        services.close()
+        await services.close()
     return 0
 
 
@@ -140,6 +175,14 @@ def cmd_screen(args) -> int:
     from .dialog.screen_cli import cmd_screen as screen
 
     return screen(args)
+
+
+# --- keys, users, audit -------------------------------------------------------
+def cmd_compliance(args) -> int:
+    from .compliance import cli as compliance_cli
+
+    cfg = _load_config(args)
+    return getattr(compliance_cli, f"cmd_{args.command}")(args, cfg)
 
 
 # --- models -------------------------------------------------------------------
@@ -246,6 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     screen_arguments(p)
     p.set_defaults(func=cmd_screen)
 
+    from .compliance import cli as compliance_cli
+
+    for name, help_, add in (
+            ("keys", "the encrypted store's key: make it, rotate it",
+             compliance_cli.add_keys_arguments),
+            ("users", "compliance users and their roles", compliance_cli.add_users_arguments),
+            ("audit", "show, verify or export the audit trail",
+             compliance_cli.add_audit_arguments),
+            ("retention", "purge transcripts and recordings past [compliance] retention_days",
+             compliance_cli.add_retention_arguments)):
+        p = sub.add_parser(name, parents=[common], help=help_)
+        add(p)
+        p.set_defaults(func=cmd_compliance)
+
     p = sub.add_parser("models", parents=[common],
                        help="check the packaged speech models and prepare their whisper.cpp files")
     p.set_defaults(func=cmd_models)
@@ -257,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before anything imports a model library: they read it at import
+    from .compliance.egress import set_offline
+
+    set_offline()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

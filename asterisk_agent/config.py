@@ -228,6 +228,50 @@ class Llm:
 
 
 @dataclass(frozen=True)
+class Dialog:
+    # failed identity checks (name and date of birth) before a person takes over
+    max_id_failures: int = 2
+    # turns not understood in a row before a person takes over
+    max_misses: int = 3
+    # the provider queue a refill request goes to when the EHR names no prescriber
+    # (a provider ID from the EHR; empty: the practice's general queue)
+    refill_provider: str = ""
+
+
+@dataclass(frozen=True)
+class Compliance:
+    # the encrypted store: calls, transcripts, audit trail, users (relative to
+    # [general] state_dir)
+    store: Path = Path("store.db")
+    # the store's key: 64 hex digits (32 random bytes) made by `asterisk-agent keys
+    # init`, owned by root or the agent's user, mode 0600 (relative to this file)
+    key_file: Path = Path("/etc/asterisk-agent/store.key")
+    # for automation: a file with one line NAME:PASSWORD that compliance commands
+    # log in with instead of prompting, mode 0600 (empty: always prompt)
+    credentials_file: Path = Path("")
+    # wrong passwords: this many within login_window seconds lock the user name
+    # until the oldest of them is older than the window
+    login_max_failures: int = 5
+    login_window: float = 900.0
+    # the shortest password a user may be given
+    password_min_length: int = 12
+    # transcripts and recordings older than this many days are removed by
+    # `asterisk-agent retention purge` (the audit trail is kept): set it to your
+    # practice's retention policy and the law that applies to it (2190 = 6 years)
+    retention_days: int = 2190
+
+
+@dataclass(frozen=True)
+class Logging:
+    # console (one readable line an event) or json (one JSON object a line, for
+    # a log collector)
+    format: str = "console"
+    # what a medical record number looks like here (a regular expression): it
+    # is removed from every log line, with dates, phone numbers and names
+    mrn_pattern: str = r"MRN\d+"
+
+
+@dataclass(frozen=True)
 class Sandbox:
     # the cached Debian sid chroot with Asterisk (built once)
     dir: Path = Path("~/.cache/asterisk-agent/sandbox")
@@ -249,7 +293,10 @@ class Config:
     vad: Vad = field(default_factory=Vad)
     ehr: Ehr = field(default_factory=Ehr)
     llm: Llm = field(default_factory=Llm)
+    dialog: Dialog = field(default_factory=Dialog)
     sandbox: Sandbox = field(default_factory=Sandbox)
+    compliance: Compliance = field(default_factory=Compliance)
+    logging: Logging = field(default_factory=Logging)
 
     def beside_config(self, p: Path) -> Path:
         """A path the file gives relative to itself."""
@@ -270,6 +317,20 @@ class Config:
     def provider_hours_path(self) -> Path | None:
         """[ehr] provider_hours_file, None when it is not set."""
         p = self.ehr.provider_hours_file
+        return None if str(p) in ("", ".") else self.beside_config(p)
+
+    @property
+    def store_path(self) -> Path:
+        return self.in_state_dir(self.compliance.store)
+
+    @property
+    def store_key_path(self) -> Path:
+        return self.beside_config(self.compliance.key_file)
+
+    @property
+    def credentials_path(self) -> Path | None:
+        """[compliance] credentials_file, None when it is not set."""
+        p = self.compliance.credentials_file
         return None if str(p) in ("", ".") else self.beside_config(p)
 
     @property
@@ -295,6 +356,7 @@ _CHOICES = {
     ("general", "log_level"): ("debug", "info", "warning", "error"),
     ("ehr", "slots_from"): ("query", "feed"),
     ("llm", "engine"): ("llama.cpp", "openai", "none"),
+    ("logging", "format"): ("console", "json"),
 }
 
 
@@ -403,6 +465,11 @@ def parse(text: str, path: Path | None = None) -> Config:
 
 
 def _check(cfg: Config) -> None:
+    try:
+        re.compile(cfg.logging.mrn_pattern)
+    except re.error as exc:
+        raise ConfigError(f"[logging] mrn_pattern: not a regular expression: {exc}",
+                          cfg.path, None) from None
     m = cfg.media
     if not 0 < m.rtp_port_start <= m.rtp_port_end < 65536:
         raise ConfigError(f"[media] rtp port range {m.rtp_port_start}-{m.rtp_port_end} is not valid",
@@ -413,6 +480,18 @@ def _check(cfg: Config) -> None:
     if g.language not in g.languages:
         raise ConfigError(f"[general] language = {g.language}: not one of [general] languages "
                           f"({', '.join(g.languages)})", cfg.path, None)
+    c = cfg.compliance
+    if c.login_max_failures < 1 or c.login_window <= 0:
+        raise ConfigError("[compliance] login_max_failures must be at least 1 and "
+                          "login_window above 0", cfg.path, None)
+    if cfg.dialog.max_id_failures < 1 or cfg.dialog.max_misses < 1:
+        raise ConfigError("[dialog] max_id_failures and max_misses must be at least 1",
+                          cfg.path, None)
+    if c.password_min_length < 8:
+        raise ConfigError("[compliance] password_min_length must be at least 8", cfg.path, None)
+    if c.retention_days < 1:
+        raise ConfigError("[compliance] retention_days must be at least 1 (a purge would remove "
+                          "every transcript and recording)", cfg.path, None)
     if not cfg.ari.url.startswith(("http://", "https://")):
         raise ConfigError(f"[ari] url {cfg.ari.url!r} must start with http:// or https://",
                           cfg.path, None)

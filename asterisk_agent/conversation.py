@@ -14,7 +14,9 @@ if the caller goes on, that work is thrown away.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +43,14 @@ async def converse(call: CallLeg, s: Services) -> None:
     language = call_language(call, s)
     say = phrases.of(language)
     voice = Voice(call, s, language)
-    desk = Receptionist(s.ehr, s.practice, language, s.practice.now, providers=s.providers)
+    d = s.cfg.dialog
+    desk = Receptionist(s.ehr, s.practice, language, s.practice.now, providers=s.providers,
+                        llm=s.llm, refill_provider=d.refill_provider,
+                        max_id_failures=d.max_id_failures, max_misses=d.max_misses,
+                        call_id=call.channel_id)
     ears = Listener(call, s, language,
-                    anticipate=lambda words: anticipate(s, desk, voice, words, language))
+                    anticipate=lambda words: anticipate(s, desk, voice, words, language),
+                    urgent=lambda words: screen(s, words, language).urgent)
     ears.start()
     try:
         await speak(call, voice, ears, first.greeting(s.practice, language))
@@ -55,10 +62,12 @@ async def converse(call: CallLeg, s: Services) -> None:
             if misses >= MAX_MISSES:
                 reply = Reply(say.transfer, Action.OPERATOR, "too many misses")
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
-            await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
             if reply.action is Action.URGENT:
-                await call.transfer_urgent()
+                # the dialplan plays the safety message on the way to the on-call
+                call.history.append(Line("agent", reply.text))
+                await call.transfer_urgent(await safety_sound(s, reply.text, language))
                 return
+            await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
             if reply.action is Action.OPERATOR:
                 await call.transfer_to_operator()
                 return
@@ -124,8 +133,9 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     # the urgent-symptom screen comes first, every turn, and never asks a model
     finding = screen(s, transcript, language)
     if finding.urgent:
-        log.warning("call %s: red flag %s (%s, heard %r): safety message, then %s",
-                    call.channel_id, finding.flag, finding.action, finding.matched,
+        # the flag, not the caller's words: those are PHI (compliance/redact.py)
+        log.warning("call %s: red flag %s (%s): safety message, then %s",
+                    call.channel_id, finding.flag, finding.action,
                     s.cfg.dialplan.urgent_context)
         return urgent_reply(finding)
     reply = await desk.turn(transcript)
@@ -154,13 +164,52 @@ async def typed(desk: Receptionist, digit: str) -> Reply:
     return await desk.key(digits)
 
 
+async def safety_sound(s: Services, text: str, language: str) -> Path | None:
+    """A safety message as a sound file of its own, made once and kept: the
+    dialplan plays it after the call has left the agent, so it is no call's
+    file.  None if it cannot be made: the caller is put through regardless."""
+    key = hashlib.sha1(f"{s.cfg.tts!r}\n{language}\n{text}".encode()).hexdigest()[:16]
+    stem = f"ai-agent-safety-{key}"
+    path = s.cfg.sounds.dir / f"{stem}.wav"
+    if path.exists():
+        return path
+    made = s.safety_sounds.get(stem)
+    if made is None:
+        made = s.safety_sounds[stem] = asyncio.ensure_future(
+            _make_safety_sound(s.tts[language], text, path))
+    try:
+        return await asyncio.shield(made)
+    except Exception as exc:  # noqa: BLE001 - the transfer must not wait on a voice
+        s.safety_sounds.pop(stem, None)
+        log.error("safety message could not be synthesized (%s): transferring without it", exc)
+        return None
+
+
+async def _make_safety_sound(tts, text: str, path: Path) -> Path:
+    # made under another name and renamed: Asterisk never plays half a file
+    made = await tts.to_file(text, path.parent, f"{path.stem}-new")
+    os.replace(made, path)
+    return path
+
+
+async def warm_safety_sounds(s: Services) -> None:
+    """Make every safety message of the practice's specialty before the first
+    caller needs one (at start-up, in the background)."""
+    for language in s.tts:
+        for text in sorted(s.protocols.messages(s.cfg.general.specialty, language)):
+            await safety_sound(s, text, language)
+
+
 def anticipate(s: Services, desk: Receptionist, voice: Voice, transcript: str,
                language: str) -> None:
     """At a pause: start synthesizing the first sentence of the likely reply."""
     if not transcript.strip():
         return
     finding = screen(s, transcript, language)
-    text = urgent_reply(finding).text if finding.urgent else desk.peek(transcript)
+    if finding.urgent:
+        asyncio.ensure_future(safety_sound(s, finding.message, language))
+        return
+    text = desk.peek(transcript)
     sentences = split_sentences(text or "")
     if sentences:
         voice.prepare(sentences[0])
@@ -246,10 +295,18 @@ class Listener:
     """
 
     def __init__(self, call: CallLeg, s: Services, language: str,
-                 anticipate: Callable[[str], None] | None = None):
+                 anticipate: Callable[[str], None] | None = None,
+                 urgent: Callable[[str], bool] | None = None):
         self.call = call
         # called with the transcript of the words before a pause
         self.anticipate = anticipate
+        # the urgent-symptom screen, run on the words before each pause: a turn
+        # whose first part already holds a red flag is answered with it at the
+        # end of the turn, without waiting for the rest to be transcribed (a
+        # qualifier after the pause, "... years ago", is not waited for: when in
+        # doubt, escalate)
+        self.urgent = urgent
+        self._flagged: str | None = None
         # the call's language: what it is transcribed in, and spoken back in
         self.language = language
         self.stt = s.stt[language]
@@ -297,6 +354,7 @@ class Listener:
                     self._transcribe_early(ev.utterance)
                 elif isinstance(ev, Utterance):
                     self.turns.put_nowait(Heard(ev, self._early_transcript(ev)))
+                    self._flagged = None
 
     def _transcribe_early(self, so_far: Utterance) -> None:
         if self._early is not None:
@@ -306,6 +364,8 @@ class Listener:
 
     async def _transcribe_and_anticipate(self, so_far: Utterance) -> str:
         transcript = await self.stt.transcribe(so_far.pcm, 8000)
+        if self.urgent is not None and self.urgent(transcript):
+            self._flagged = transcript
         if self.anticipate is not None:
             try:
                 self.anticipate(transcript)
@@ -315,7 +375,16 @@ class Listener:
 
     def _early_transcript(self, turn: Utterance) -> asyncio.Future | None:
         early, self._early = self._early, None
-        if early is not None and early[0] == turn.ended_at and not early[1].cancelled():
+        whole = early is not None and early[0] == turn.ended_at and not early[1].cancelled()
+        if self._flagged is not None and not (whole and early[1].done()):
+            # words before an earlier pause held a red flag: act on them now,
+            # not after the whole turn is transcribed
+            if early is not None:
+                early[1].cancel()
+            flagged = asyncio.get_running_loop().create_future()
+            flagged.set_result(self._flagged)
+            return flagged
+        if whole:
             return early[1]
         if early is not None:
             early[1].cancel()

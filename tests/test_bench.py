@@ -291,3 +291,11 @@ def _pbx_running() -> bool:
 
     return bool(Sandbox(config.load(Path(__file__).resolve().parents[1] / "etc" / "sandbox.conf"))
                 .status().get("running"))
+
+
+def test_cpu_steal_is_the_hosts_share_of_the_time_in_between():
+    before = bench.cpu_times("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 1 2 3\n")
+    after = bench.cpu_times("cpu  200 0 100 1500 0 0 0 200 0 0\n")
+    assert before == (1000, 50) and after == (2000, 200)
+    assert bench.steal_pct(before, after) == 15.0
+    assert bench.steal_pct(after, after) is None

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import re
+from pathlib import Path
+
+import pytest
 
 from e2e import GREETED, call, explain, wait_clean
 
@@ -97,6 +101,7 @@ def test_barge_in_stops_the_agent_and_answers_the_question(agent, sandbox_cfg, t
 def test_red_flag_gets_the_safety_message_whole_then_on_call(agent, sandbox_cfg, tmp_path):
     """A caller describes chest pain: the agent says to call 911, cannot be talked
     over while it does, and hands the call to the on-call clinician."""
+    before = len(agent.log())  # the module's agent has served earlier calls
     result = call(sandbox_cfg, {
         "dial": "200",
         "steps": [
@@ -111,17 +116,31 @@ def test_red_flag_gets_the_safety_message_whole_then_on_call(agent, sandbox_cfg,
             {"expect": "nurse on call", "timeout": 30},
         ]}, tmp_path)
     assert result["passed"], explain(result) + "\nagent log:\n" + agent.log()[-3000:]
-    assert "red flag chest-pain" in agent.log()
+    this_call = agent.log()[before:]
+    assert "red flag chest-pain" in this_call
     assert re.search(r"911|9 1 1|nine one one", result["heard_transcript"]), explain(result)
-    assert "caller interrupted the agent" not in agent.log(), "the safety message was cut"
+    assert "caller interrupted the agent" not in this_call, "the safety message was cut"
 
 
-def test_booking_by_voice_lands_in_the_ehr(agent, ehr_engine, sandbox_cfg, tmp_path):
-    """Identify (name said, date of birth typed), ask for a day, take an offered
-    slot, confirm: the interface engine holds the booking afterwards."""
+# the seed patient Ana Rivera (MRN1001): what the booking call reveals, as it could
+# be written anywhere: the name, the date of birth as said, typed and as HL7
+# writes it, the record number
+PHI = ("Ana", "Rivera", "1984", "03121984", "19840312", "MRN1001")
+# the scripted caller's identity as Asterisk passes it on: caller ID name (its
+# From display name) and number (its From user, in URI form)
+CALLER_ID = ("Test Caller", "sip:caller@")
+
+
+@pytest.fixture(scope="module")
+def booking_call(agent, ehr_engine, sandbox_cfg, tmp_path_factory):
+    """One booking by voice through the IVR (name said, date of birth typed, a
+    slot offered and taken), looked at by the three tests below."""
+    before = len(agent.log())
     result = call(sandbox_cfg, {
-        "dial": "200",
+        "dial": "100",
         "steps": [
+            {"expect": "press (1|one)"},
+            {"dtmf": "1"},
             GREETED,
             {"say": "I would like to book an appointment."},
             {"expect": "first and last name"},
@@ -135,10 +154,62 @@ def test_booking_by_voice_lands_in_the_ehr(agent, ehr_engine, sandbox_cfg, tmp_p
             {"expect": "shall i book"},
             {"say": "Yes."},
             {"expect": "you are booked"},
-        ]}, tmp_path)
-    assert result["passed"], explain(result) + "\nagent log:\n" + agent.log()[-3000:]
+        ]}, tmp_path_factory.mktemp("booking"))
+    assert result["passed"], explain(result) + "\nagent log:\n" + agent.log()[before:][-3000:]
+    return agent.log()[before:]
+
+
+def test_booking_by_voice_lands_in_the_ehr(booking_call, sandbox_cfg, tmp_path):
     booked = asyncio.run(upcoming(sandbox_cfg, "MRN1001", tmp_path))
     assert any(a.start.weekday() == 2 and a.start.hour < 12 for a in booked), booked
+
+
+def test_a_booking_call_leaves_no_name_or_birth_date_in_any_log(booking_call, agent,
+                                                                  sandbox_cfg):
+    """Every log file the agent wrote is searched for what the caller revealed.
+    Asterisk's own logs are the site's, configured by its administrator."""
+    ids = re.findall(r"call (\d+\.\d+)", booking_call)
+    assert ids and any(f"call {i}: end" in booking_call for i in ids), \
+        "the agent logged nothing about the call by its channel id:\n" + booking_call[-3000:]
+    files = [agent.log_path]
+    state = Path(sandbox_cfg.general.state_dir).expanduser()
+    files += sorted(p for p in state.rglob("*") if p.is_file()
+                    and (p.suffix in (".log", ".jsonl") or ".log." in p.name))
+    # whole words and numbers only: "banana" or a timestamp's digits are no leak
+    patterns = ([rf"(?<!\w){re.escape(p)}(?!\w)" for p in PHI]
+                + [re.escape(c) for c in CALLER_ID])
+    leaks = []
+    for path in files:
+        text = path.read_text(errors="replace")
+        for pattern in patterns:
+            for m in re.finditer(pattern, text, re.IGNORECASE):
+                line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end())]
+                leaks.append(f"{path.name}: {m.group(0)!r} in: {line[:300]}")
+    assert not leaks, f"PHI in {len(leaks)} log line(s):\n" + "\n".join(leaks[:30])
+
+
+def test_a_full_call_connects_only_to_allowed_hosts(booking_call, agent, sandbox_cfg):
+    """The egress hook is in both processes and saw only allowed hosts during
+    the call (ARI, RTP, the EHR engine); a forced connection being refused is
+    shown in tests/compliance/test_egress.py."""
+    from asterisk_agent.compliance.egress import allowed_hosts
+
+    log = agent.log()
+    assert log.count("egress allowlist installed") >= 2, log[-3000:]
+    refused = [line for line in log.splitlines() if "egress refused" in line]
+    assert not refused, "connections outside the allowlist were attempted:\n" + "\n".join(refused)
+    used = set(re.findall(r"egress: first use of allowed host (\S+)", log))
+    assert used, "the egress hook saw no connection at all:\n" + log[-3000:]
+    allowlist = allowed_hosts(sandbox_cfg)
+
+    def allowed(host: str) -> bool:
+        try:
+            return host in allowlist or (ipaddress.ip_address(host).is_loopback
+                                         and "localhost" in allowlist)
+        except ValueError:
+            return False
+    outside = sorted(h for h in used if not allowed(h))
+    assert not outside, f"hosts used outside the allowlist {sorted(allowlist)}: {outside}"
 
 
 async def upcoming(cfg, patient_id, tmp_path):

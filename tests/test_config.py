@@ -58,3 +58,11 @@ def test_ehr_section(tmp_path):
     assert str(cfg.ehr_outbox_path) == "/srv/agent/ehr-outbox.sqlite3"
     with pytest.raises(config.ConfigError, match="hots"):
         config.parse("[ehr]\nhots = x\n")
+
+
+def test_dialog_limits_are_read_and_checked():
+    cfg = config.parse("[dialog]\nmax_id_failures = 3\nmax_misses = 2\nrefill_provider = DRLEE\n")
+    assert (cfg.dialog.max_id_failures, cfg.dialog.max_misses, cfg.dialog.refill_provider) == \
+        (3, 2, "DRLEE")
+    with pytest.raises(config.ConfigError, match=r"\[dialog\] max_id_failures"):
+        config.parse("[dialog]\nmax_misses = 0\n")

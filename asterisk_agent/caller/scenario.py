@@ -15,6 +15,9 @@
       - say: "Goodbye"
       - expect_hangup: true         # the far end must hang up
       - hangup: true                # or: the caller hangs up
+    ehr:                            # optional, read by the project's scenario suite only:
+      before: [{book: MRN1002}]     #   the EHR set up before the call,
+      after: [{sent: any, count: 0}]  # and what it must hold after (tests/test_scenarios.py)
 
 Step options: `timeout` (expect, say, expect_hangup: how long to wait),
 `within` (expect and expect_hangup: the wait is also the limit; say: the reply
@@ -94,7 +97,7 @@ BARGE_IN_GAP_S = 0.3
 # speech before the first voiced packet kept in a transcription window
 LEAD_IN_S = 0.2
 
-_TOP_KEYS = {"name", "dial", "steps", "timeout", "language", "voice", "description"}
+_TOP_KEYS = {"name", "dial", "steps", "timeout", "language", "voice", "description", "ehr"}
 _ACTIONS = ("expect", "say", "dtmf", "wait", "expect_hangup", "hangup")
 _OPTIONS = {
     "expect": {"within", "timeout"},
@@ -229,6 +232,10 @@ def parse_scenario(data: Any, source: str = "<scenario>", default_name: str = "s
     for key in ("description",):
         if key in data and not isinstance(data[key], str):
             raise fail(f"{key} must be a string")
+    ehr = data.get("ehr", {})
+    if not isinstance(ehr, dict) or set(ehr) - {"before", "after"} or not all(
+            isinstance(v, list) and all(isinstance(x, dict) for x in v) for v in ehr.values()):
+        raise fail("ehr must be a mapping of before and after, each a list of mappings")
     raw_steps = data["steps"]
     if not isinstance(raw_steps, list) or not raw_steps:
         raise fail("steps must be a non-empty list")

@@ -30,7 +30,7 @@ from . import guard, phrases
 from .llm_model import LlmError, locate
 from .practice import DAYS, Practice
 
-__all__ = ["DECLINE", "LanguageModel", "LlmError", "REFUSAL", "build_engine",
+__all__ = ["Answer", "DECLINE", "LanguageModel", "LlmError", "REFUSAL", "build_engine",
            "open_language_model", "practice_facts"]
 
 log = logging.getLogger(__name__)
@@ -333,8 +333,9 @@ class OpenAiEngine:
                         if (schema is not None and form != "json_object"
                                 and (resp.status in (400, 422) or "response_format" in text)):
                             continue
-                        log.warning("language model server: HTTP %d: %s", resp.status,
-                                    text[:200])
+                        # not the body: a validation error quotes the prompt (PHI)
+                        log.warning("language model server: HTTP %d (%d bytes of error "
+                                    "text withheld)", resp.status, len(text))
                         return None
                     data = await resp.json(content_type=None)
                 if schema is not None:
@@ -355,6 +356,22 @@ class OpenAiEngine:
 
 
 # --- the interface the dialog uses --------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    """The model's answer to a practice question, and the path that gave it."""
+
+    text: str | None   # what to say; None: the fixed phrasing
+    # "llm" (spoken), "fallback" (busy, too slow, or nothing in the facts) or
+    # "rejected:<reason>" (an injection attempt, or a reply the guard refused)
+    path: str
+
+
+def _gist(reason: str) -> str:
+    """A guard reason without the words it quotes ("numbers not in the facts: [3]" ->
+    "numbers not in the facts"): logs say why, never what the caller or model said."""
+    return re.split(r"\s*[(:]", reason, maxsplit=1)[0].strip()
+
 
 class LanguageModel:
     """What the dialog asks of a language model; every method returns None when the
@@ -402,15 +419,34 @@ class LanguageModel:
         if reason := guard.injection(question):
             log.info("language model: question refused (%s)", reason)
             return DECLINE[language]
+        return (await self.consult(question, facts, language, refusal_ok=True)).text
+
+    async def consult(self, question: str, facts: str, language: str = "en", *,
+                      refusal_ok: bool = False) -> Answer:
+        """A caller's practice question answered from the facts, and how (Answer.path).
+
+        Only the question and the facts reach the model.  An injection attempt never
+        does; a reply the guard rejects, or a model that is busy or slower than its
+        timeout, gives no text, and neither does the model's own "I don't have that
+        information" unless `refusal_ok` (the caller is better served by the fixed
+        offer of a message or a person).
+        """
+        language = language if language in REFUSAL else "en"
+        if reason := guard.injection(question):
+            return Answer(None, f"rejected:injection {reason}")
         reply = await self._chat(f"answer-{language}", _answer_prompt(facts, language),
                                  question.strip())
         if reply is None:
-            return None
+            return Answer(None, "fallback")
         reply = _sentences(reply, 2)
         if reason := guard.reject_reason(reply, facts, question, language):
-            log.info("language model: reply rejected (%s): %r", reason, reply)
-            return None
-        return reply
+            # the reply itself is not logged: it may echo what the caller said
+            log.info("language model: reply rejected (%s)", _gist(reason))
+            log.debug("language model: rejected reply: %r (%s)", reply, reason)
+            return Answer(None, f"rejected:{_gist(reason)}")
+        if not refusal_ok and guard.is_refusal(reply):
+            return Answer(None, "fallback")
+        return Answer(reply, "llm")
 
     async def extract(self, text: str, schema: dict) -> dict | None:
         """Slots from the caller's words as a dict valid against the JSON schema, or None.
@@ -427,15 +463,16 @@ class LanguageModel:
         try:
             value = json.loads(reply)
         except ValueError:
-            log.info("language model: extraction is not JSON: %r", reply[:200])
+            log.info("language model: extraction is not JSON (%d chars)", len(reply))
             return None
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
         if errors:
-            log.info("language model: extraction does not match the schema: %s",
-                     errors[0].message)
+            # jsonschema's message quotes the value, which may be the caller's words
+            log.info("language model: extraction does not match the schema at %s (%s)",
+                     "/".join(map(str, errors[0].absolute_path)) or "top", errors[0].validator)
             return None
         if invented := guard.ungrounded(value, text, schema):
-            log.info("language model: extraction invents %r", invented)
+            log.info("language model: extraction invents %d value(s)", len(invented))
             return None
         return value
 
@@ -448,10 +485,10 @@ class LanguageModel:
             return None
         reply = _sentences(reply.strip().strip('"'), 3)
         if reason := guard.reject_reason(reply, text, language=language):
-            log.info("language model: phrasing rejected (%s): %r", reason, reply)
+            log.info("language model: phrasing rejected (%s)", _gist(reason))
             return None
         if lost := guard.dropped_facts(text, reply, language):
-            log.info("language model: phrasing lost %s: %r", lost, reply)
+            log.info("language model: phrasing lost %d fact(s)", len(lost))
             return None
         return reply
 

@@ -80,6 +80,8 @@ class Phrases:
     transfer: str
     goodbye: str
     too_long: str
+    # a question the practice file and the language model could not answer
+    not_sure: str
     address: str          # {address}
     phone: str            # {phone}
     day_open: str         # {day} {opens} {closes}
@@ -355,6 +357,7 @@ ENGLISH = Phrases(
     transfer="Connecting you to the front desk now. Please hold.",
     goodbye="Thank you for calling {name}. Goodbye.",
     too_long="Sorry, I could only catch part of that.",
+    not_sure="I'm not sure about that; I can take a message or connect you to the front desk.",
     address="We are at {address}.",
     phone="Our phone number is {phone}.",
     day_open="On {day} we are open from {opens} to {closes}.",
@@ -401,6 +404,9 @@ SPANISH = Phrases(
     transfer="Le comunico con la recepción. Por favor, espere.",
     goodbye="Gracias por llamar a {name}. Adiós.",
     too_long="Perdone, solo pude entender una parte.",
+    # not "no estoy seguro": "seguro" is also insurance, a common question here
+    not_sure=("No lo sé con certeza; puedo tomarle un mensaje o comunicarle con la "
+              "recepción."),
     address="Estamos en {address}.",
     phone="Nuestro número de teléfono es {phone}.",
     # "a las 5 de la tarde" is heard right more often than "de 8 ... a 5" (measured)

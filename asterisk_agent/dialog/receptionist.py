@@ -28,10 +28,12 @@ from typing import Callable
 
 import yaml
 
+from ..compliance import redact
 from ..ehr.link import EhrLink, LinkError, new_placer_id
 from ..ehr.messages import Appointment, Patient, Provider, Refill, Slot
 from . import first, guard, phrases, slots
 from .first import Action, Reply
+from .llm import LanguageModel, practice_facts
 from .practice import Practice
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,24 @@ class Receptionist:
                  now: Callable[[], dt.datetime], *,
                  providers: dict[str, Provider] | None = None,
                  refill_provider: str = "",
-                 max_id_failures: int = MAX_ID_FAILURES, max_misses: int = MAX_MISSES):
+                 max_id_failures: int = MAX_ID_FAILURES, max_misses: int = MAX_MISSES,
+                 call_id: str | None = None,
+                 llm: LanguageModel | None = None):
         self.link, self.practice, self.language, self._clock = link, practice, language, now
+        # answers practice questions the practice file's lookup cannot (None: fixed
+        # phrasing only); it sees the question and the practice facts, nothing else
+        self.llm = llm
+        self._facts = practice_facts(practice, language) if llm is not None else ""
+        # the last practice question found no answer: the miss offers a message or a person
+        self._unsure = False
         self.say = phrases.of(language)
         self.flow_say = self.say.flow
         self.providers = providers or {}
         # the queue a refill goes to when the EHR names no prescriber ("" = the practice's)
         self.refill_provider = refill_provider
         self.max_id_failures, self.max_misses = max_id_failures, max_misses
+        # the call whose log lines must never show what the caller says about themselves
+        self.call_id = call_id
         self.state = "idle"
         # keys typed so far for a date of birth (MMDDYYYY comes key by key)
         self.typed = ""
@@ -145,15 +157,15 @@ class Receptionist:
         return self._miss()
 
     def peek(self, transcript: str) -> str | None:
-        """The likely first sentence of the reply, without changing state (None: unsure)."""
+        """The likely reply, without changing state (None: unsure).  Its first
+        sentence is made ahead, so it must be the very text the turn will say."""
         intent = first.intent_of(transcript, self.language)
         if intent == "operator":
             return self.say.transfer
         if self.state == "idle" and self._flow_of(transcript) is None and intent != "unknown":
-            return first.respond(transcript, self.practice, self._local(),
-                                 self.language).text.split(". ")[0]
+            return first.respond(transcript, self.practice, self._local(), self.language).text
         if self.state == "idle" and self._flow_of(transcript) and self.patient is None:
-            return self.flow_say.ask_name.split(". ")[0] + "."
+            return self.flow_say.ask_name
         return None
 
     # ---- helpers
@@ -180,8 +192,12 @@ class Receptionist:
 
     def _miss(self) -> Reply:
         self.misses += 1
+        unsure, self._unsure = self._unsure, False
         if self.misses >= self.max_misses:
             return Reply(self.say.transfer, Action.OPERATOR, "too many misses")
+        if unsure and self.state == "idle":
+            # a question neither the practice file nor the model could answer
+            return Reply(self.say.not_sure, Action.CONTINUE, "unknown")
         again = {"ask_name": self.flow_say.name_again,
                  "ask_birth_date": self.flow_say.birth_date_again,
                  "ask_when": self.flow_say.when_again, "offer": self.flow_say.pick_again,
@@ -256,7 +272,13 @@ class Receptionist:
         if flow is None:
             reply = first.respond(text, self.practice, self._local(), self.language)
             if reply.intent == "unknown":
-                return None
+                return await self._open_question(text)
+            if self.llm is not None and reply.action is Action.CONTINUE and vague(
+                    text, reply.text, self._facts):
+                # the lookup gave its general answer; the facts may say more
+                better = await self._open_question(text, fallback=reply)
+                if better is not None:
+                    return better
             return reply
         self.flow, self.first_words = flow, text
         self._need_link()
@@ -264,6 +286,27 @@ class Receptionist:
             self.state = "ask_name"
             return Reply(self.flow_say.ask_name, Action.CONTINUE, flow)
         return await self._start_flow("")
+
+    async def _open_question(self, text: str, fallback: Reply | None = None) -> Reply | None:
+        """A practice question the lookup cannot answer (or answers only in general),
+        asked of the language model: its answer from the practice facts, `fallback`
+        when it has none, or None (a miss, offering a message or a person).
+
+        Only the question and the practice facts reach the model, never the
+        caller's identity or appointments; the urgent screen has run before.
+        """
+        self._unsure = False
+        if self.llm is None:
+            return fallback
+        answer = await self.llm.consult(text, self._facts, self.language)
+        # the path only: the question may hold anything the caller said
+        log.info("receptionist: practice question answered by %s",
+                 answer.path if answer.text else f"{answer.path} (fixed phrasing)")
+        if answer.text:
+            return Reply(f"{answer.text} {self.say.anything_else}", Action.CONTINUE, "question")
+        if fallback is None:
+            self._unsure = True
+        return fallback
 
     async def _start_flow(self, lead: str) -> Reply:
         """The verified caller's flow begins (lead: what to say first)."""
@@ -315,6 +358,7 @@ class Receptionist:
         names = slots.parse_name(text, self.language)
         if not names:
             return None
+        redact.remember(*(f"{given} {family}" for given, family in names[:1]), call=self.call_id)
         self.names, self.state = names, "ask_birth_date"
         return Reply(self.flow_say.ask_birth_date, Action.CONTINUE, "name")
 
@@ -322,6 +366,7 @@ class Receptionist:
         born = slots.parse_birth_date(text, self.language, self._now().date())
         if born is None:
             return None
+        redact.remember(born, call=self.call_id)
         link = self._need_link()
         found: dict[str, Patient] = {}
         # the engine is asked by family name and date of birth; the first name is
@@ -333,8 +378,19 @@ class Receptionist:
                     found[p.id] = p
             if found:
                 break
+        if not found:
+            # a family name spelt as heard, not as charted ("Lindquist" for
+            # "Lindqvist"), finds no one: ask by the date of birth alone and
+            # compare both names by sound here
+            for p in await link.find_patient("", "", born):
+                if any(slots.same_name(given, p.given) and slots.same_family(family, p.family)
+                       for given, family in self.names):
+                    found[p.id] = p
         if len(found) == 1:
             self.patient = next(iter(found.values()))
+            p = self.patient
+            redact.remember(f"{p.given} {p.family}", p.birth_date, p.id, p.phone,
+                            call=self.call_id)
             log.info("receptionist: caller verified")
             return await self._start_flow(self.flow_say.verified)
         self.id_failures += 1
@@ -504,6 +560,34 @@ class Receptionist:
             self.slot = None
             return await self._offer(self.window, f.taken)
         return Reply(f.refused, Action.OPERATOR, f"{flow} refused")
+
+
+# words too common in questions to show what a question is about
+_COMMON = frozenset((
+    "what", "which", "where", "when", "there", "here", "your", "have", "does", "that", "this",
+    "with", "from", "about", "tell", "know", "please", "could", "would", "should", "open",
+    "close", "closed", "hours", "name", "phone", "address", "parking", "practice", "office",
+    "clinic", "want", "need", "today", "tomorrow", "donde", "cual", "cuando", "para", "tienen",
+    "tiene", "ustedes", "usted", "esta", "estan", "como", "puedo", "quiero", "necesito",
+    "consulta", "clinica", "oficina", "horario", "abierto", "abiertos", "cerrado", "cerrados",
+))
+
+
+def vague(question: str, answer: str, facts: str) -> bool:
+    """Whether the lookup's answer misses what the question asks and the facts hold.
+
+    "Which street is the entrance on?" is an address question to the lookup, whose
+    answer is the street address; the parking text says the entrance is on Elm
+    Street.  A word of the question that the facts hold and the answer lacks shows it.
+    """
+    folded_facts, said = phrases.fold(facts), set(phrases.fold(answer).split())
+    days = {phrases.fold(d) for p in phrases.PHRASES.values() for d in p.days}
+    for word in set(re.findall(r"[a-z]{4,}", phrases.fold(question))):
+        if word in _COMMON or word in days or word in said:
+            continue
+        if re.search(rf"\b{word}\b", folded_facts):
+            return True
+    return False
 
 
 def pick_offers(found: list[Slot], at: dt.time | None, count: int = OFFERS) -> list[Slot]:

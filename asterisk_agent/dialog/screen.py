@@ -378,6 +378,13 @@ class Protocols:
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self.specialties))
 
+    def messages(self, specialty: str, language: str) -> set[str]:
+        """Every safety message a call in this specialty and language may need."""
+        if specialty not in self.specialties:
+            raise UnknownSpecialty(specialty, self.names)
+        return {f.messages[language] for f in self.specialties[specialty].flags
+                if language in f.messages}
+
     def screen(self, text: str, specialty: str = "general", language: str | None = None) -> Finding:
         """Screen one utterance; `language` picks the message (None: the language that matched).
 

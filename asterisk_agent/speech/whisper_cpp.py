@@ -111,14 +111,28 @@ def _loop(words: list[str]) -> tuple[int, int] | None:
             repeats = 1
             while words[i + repeats * n:i + (repeats + 1) * n] == words[i:i + n]:
                 repeats += 1
-            if repeats >= (2 if n >= 3 else 4):
+            if repeats >= {1: 4, 2: 3}.get(n, 2):
                 end = i + repeats * n
                 # a loop cut off by the token bound ends in part of the phrase
-                tail = words[end:]
-                if len(tail) < n and tail == words[i:i + len(tail)]:
+                if _cut_copy(words[end:], words[i:i + n]):
                     end = len(words)
                 return i + n, end
+    # a phrase of two words or more, then a copy of it cut off mid-word at the
+    # very end ("Anna Rivera. Anna Riv"): the loop the token bound stopped
+    for n in range(len(words) // 2, 1, -1):
+        for i in range(max(0, len(words) - 2 * n), len(words) - n - 1):
+            tail = words[i + n:]
+            if _cut_copy(tail, words[i:i + n]) and tail[-1] != words[i + len(tail) - 1]:
+                return i + n, len(words)
     return None
+
+
+def _cut_copy(tail: list[str], phrase: list[str]) -> bool:
+    """Whether tail is the start of phrase, its last word possibly cut short."""
+    if not tail or len(tail) > len(phrase):
+        return not tail
+    return (tail[:-1] == phrase[:len(tail) - 1]
+            and phrase[len(tail) - 1].startswith(tail[-1]))
 
 
 def drop_repeats(text: str) -> str:

@@ -46,6 +46,7 @@ class CallLeg:
         self.ari = ari
         self.channel_id: str = channel["id"]
         self.caller_number: str = channel.get("caller", {}).get("number", "")
+        self.caller_name: str = channel.get("caller", {}).get("name", "")
         self.args = args
         # ids we create start with the app name so orphans can be found after a crash
         self.tag = f"{cfg.ari.app}-{uuid.uuid4().hex[:12]}"
@@ -167,9 +168,15 @@ class CallLeg:
         elif event["type"] == "PlaybackFinished":
             pb.state = "failed" if state == "failed" else "done"
             if pb.state == "failed":
-                log.error("call %s: Asterisk could not play %s: is [sounds] asterisk_dir "
-                          "right and readable by Asterisk?", self.channel_id, pb.path)
+                # a caller who hangs up fails the queued playbacks just before the
+                # hangup event arrives: only a failure on a live call is a setup fault
+                asyncio.get_running_loop().call_later(1.0, self._report_failed, pb)
             pb.done.set()
+
+    def _report_failed(self, pb: Playback) -> None:
+        if not self.gone.is_set():
+            log.error("call %s: Asterisk could not play %s: is [sounds] asterisk_dir "
+                      "right and readable by Asterisk?", self.channel_id, pb.path)
 
     async def transfer_to_operator(self) -> None:
         d = self.cfg.dialplan
@@ -177,10 +184,18 @@ class CallLeg:
         await self._call(self.ari.continue_in_dialplan(
             self.channel_id, d.operator_context, d.operator_extension, d.operator_priority))
 
-    async def transfer_urgent(self) -> None:
-        """To the on-call clinician: a caller described an urgent symptom."""
+    async def transfer_urgent(self, safety: Path | None = None) -> None:
+        """To the on-call clinician: a caller described an urgent symptom.
+
+        The safety message (a sound file) is played by the dialplan, on the
+        way to the on-call: the transfer starts at once, and nothing the
+        caller says can cut the message short.
+        """
         d = self.cfg.dialplan
         self.outcome = "urgent"
+        if safety is not None:
+            sound = f"{self.cfg.asterisk_sounds_dir.rstrip('/')}/{safety.stem}"
+            await self._call(self.ari.set_variable(self.channel_id, "AI_AGENT_SAFETY", sound))
         await self._call(self.ari.continue_in_dialplan(
             self.channel_id, d.urgent_context, d.urgent_extension, d.urgent_priority))
 

@@ -190,6 +190,22 @@ async def test_wrong_identity_goes_to_a_person_and_reveals_nothing(link):
     assert r.patient is None
 
 
+async def test_a_family_name_heard_as_it_sounds_still_finds_the_chart(link):
+    """Speech recognition spells "Lindqvist" as "Lindquist": the engine's exact
+    name search finds no one, the date of birth and the sound of both names do.
+    A different surname with the same birth date still finds no one."""
+    r = desk(link)
+    await talk(r, "I need a refill", "Maya Lindquist", "January 21st 1958")
+    assert r.patient is not None and r.patient.id == "MRN1004"
+    vowels = desk(link)
+    await talk(vowels, "I need a refill", "My name is Daniel Akafir.", "11301979")
+    assert vowels.patient is not None and vowels.patient.id == "MRN1002"
+    other = desk(link)
+    await talk(other, "I need a refill", "Maya Johnson")
+    assert (await other.turn("01211958")).intent == "not verified"
+    assert other.patient is None
+
+
 async def test_another_patients_records_are_never_read_out(link):
     r = desk(link)
     refused = await r.turn("read me John Smith's appointments")
@@ -255,3 +271,16 @@ async def test_practice_questions_and_goodbye_without_a_flow():
     assert "1200 River Road" in (await r.turn("where are you located?")).text
     assert r.peek("operator") == "Connecting you to the front desk now. Please hold."
     assert (await r.turn("goodbye")).action is Action.HANGUP
+
+
+@pytest.mark.parametrize("said", ["What time do you open on Monday?", "What is your address?",
+                                  "Where can I park my car?", "operator", "Goodbye.",
+                                  "I'd like to book an appointment."])
+async def test_the_reply_made_ahead_at_a_pause_is_the_one_said(said, link):
+    """The first sentence synthesized at a pause must be the very sentence the turn
+    then plays (to the letter): otherwise the head start is thrown away."""
+    from asterisk_agent.speech.tts import split_sentences
+
+    ahead = desk(link).peek(said)
+    reply = await desk(link).turn(said)
+    assert ahead is not None and split_sentences(ahead)[0] == split_sentences(reply.text)[0]

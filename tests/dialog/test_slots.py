@@ -5,7 +5,7 @@ import zoneinfo
 
 import pytest
 
-from asterisk_agent.dialog.slots import (choose, match_drug, parse_birth_date, parse_kind,
+from asterisk_agent.dialog.slots import (choose, same_family, match_drug, parse_birth_date, parse_kind,
                                          parse_name, parse_provider, parse_time, parse_window,
                                          yes_no)
 
@@ -151,3 +151,12 @@ def test_kinds_and_providers():
     assert parse_provider("with Dr. Patel please", providers) == "DRPATEL"
     assert parse_provider("with doctor pattel", providers) == "DRPATEL"
     assert parse_provider("anyone is fine", providers) is None
+
+
+@pytest.mark.parametrize("heard, charted, same", [
+    ("Akafir", "Okafor", True), ("Lindquist", "Lindqvist", True), ("Rivera", "Rivera", True),
+    ("Smith", "Rivera", False), ("Rivers", "Rivera", False), ("Potter", "Patel", False),
+])
+def test_a_family_name_is_matched_by_its_consonants_once_the_birth_date_matched(
+        heard, charted, same):
+    assert same_family(heard, charted) is same

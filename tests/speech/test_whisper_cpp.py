@@ -74,6 +74,10 @@ def test_token_bound_scales_with_the_utterance():
     ("No, no.", "No, no."),
     # a name said once, decoded twice
     ("Anna Rivera. Anna Rivera.", "Anna Rivera."),
+    # loops of a short name, cut off mid-word by the token bound (heard on calls)
+    ("Myelin Quest Myelin Quest Myelin Quest Myel", "Myelin Quest"),
+    ("My name is Anna Rivera. My name is Anna River", "My name is Anna Rivera."),
+    ("Daniel Akafir. Daniel Ak", "Daniel Akafir."),
     ("Yes. Yes.", "Yes. Yes."),
     ("Yes yes yes", "Yes yes yes"),
     ("I would like to book an appointment.", "I would like to book an appointment."),

@@ -1,0 +1,88 @@
+"""The call's listener: turns from a caller's audio, early transcripts, early red flags.
+
+Real speech (the hibari voice at 8 kHz), the real endpointer, the real
+whisper.cpp model and the real urgent-symptom screen; only the call leg is an
+in-memory frame source paced like RTP (20 ms a frame), since what is tested is
+the listener's timing of transcripts, not the network.  The red-flag call
+through the real Asterisk is in tests/test_calls.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from asterisk_agent import config
+from asterisk_agent.conversation import Listener
+from asterisk_agent.dialog.screen import load_protocols
+from asterisk_agent.speech import stt
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOLS = load_protocols(ROOT / "etc" / "protocols")
+FRAME = 160
+
+
+class FrameSource:
+    """A call leg's RTP side: 160-sample frames arriving every 20 ms."""
+
+    def __init__(self, pcm: np.ndarray):
+        self.pcm = pcm
+
+    async def frames(self):
+        for i in range(0, len(self.pcm) - FRAME + 1, FRAME):
+            await asyncio.sleep(0.02)
+            yield self.pcm[i:i + FRAME], time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    transcriber = stt.load_transcriber(config.Stt(engine="whisper.cpp", model="tiny.en"))
+    yield stt.SttPool(transcriber)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(8000 * seconds), dtype=np.int16)
+
+
+async def first_turn(pool, pcm: np.ndarray):
+    call = SimpleNamespace(rtp=FrameSource(pcm), dtmf=asyncio.Queue(), channel_id="test.1",
+                           gone=asyncio.Event())
+    services = SimpleNamespace(stt={"en": pool}, cfg=config.Config())
+    ears = Listener(call, services, "en",
+                    urgent=lambda words: PROTOCOLS.screen(words, "general", "en").urgent)
+    ears.start()
+    try:
+        heard = await ears.next_turn(30)
+        # how long after the end of the turn its transcript is there
+        t0 = time.monotonic()
+        transcript = await heard.transcript if heard.transcript is not None else None
+        return transcript, (time.monotonic() - t0) * 1000
+    finally:
+        ears.stop()
+
+
+async def test_a_red_flag_before_a_pause_is_acted_on_at_the_end_of_the_turn(pool, say_neural):
+    # a pause (300 ms) longer than pause_ms but shorter than the end-of-turn
+    # window, then more words: the first part is screened while the rest is said
+    pcm = np.concatenate([silence(0.3), say_neural("I have crushing chest pain."), silence(0.3),
+                          say_neural("It started this morning while I was walking the dog."),
+                          silence(1.0)])
+    transcript, wait_ms = await first_turn(pool, pcm)
+    assert transcript is not None and "chest" in transcript.lower(), transcript
+    assert PROTOCOLS.screen(transcript, "general", "en").urgent
+    assert wait_ms < 50, f"the flagged words were ready, yet the turn waited {wait_ms:.0f} ms"
+
+
+async def test_a_routine_turn_is_transcribed_whole(pool, say_neural):
+    pcm = np.concatenate([silence(0.3), say_neural("I would like to book a checkup."),
+                          silence(0.3), say_neural("Next Tuesday afternoon if possible."),
+                          silence(1.0)])
+    transcript, _ = await first_turn(pool, pcm)
+    # no early answer from the first part: the whole turn's words, or a
+    # transcript still to be made at the end of the turn (None)
+    assert transcript is None or "tuesday" in transcript.lower(), transcript
