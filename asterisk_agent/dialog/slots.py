@@ -389,7 +389,10 @@ _NOT_NAMES = {"appointment", "appointments", "book", "cancel", "refill", "doctor
               "when", "where", "why", "how", "time", "open", "close", "need", "want", "like",
               "cita", "citas", "quiero", "necesito", "cuando", "donde", "que", "hora", "the",
               "a", "to", "for", "my", "your", "is", "of", "de", "la", "el", "and", "y",
-              "read", "tell", "give", "ignore", "can", "could", "would", "i", "you", "me"}
+              "read", "tell", "give", "ignore", "can", "could", "would", "i", "you", "me",
+              # a goodbye or a bare yes or no is not a name ("Good bye" is two words)
+              "good", "bye", "goodbye", "thanks", "thank", "hello", "hi", "yes", "no", "okay",
+              "ok", "sorry", "adios", "gracias", "hola", "si"}
 
 
 def same_name(heard: str, charted: str) -> bool:
