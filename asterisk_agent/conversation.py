@@ -35,9 +35,6 @@ if TYPE_CHECKING:  # agent.py runs the conversation: no import cycle at run time
 
 log = logging.getLogger("asterisk_agent.call")
 
-# consecutive turns the agent did not understand (or silences) before a person takes over
-MAX_MISSES = 3
-
 
 async def converse(call: CallLeg, s: Services) -> None:
     language = call_language(call, s)
@@ -59,7 +56,8 @@ async def converse(call: CallLeg, s: Services) -> None:
             heard = await ears.next_turn(s.cfg.vad.no_input_s)
             reply = await understand(call, s, desk, heard, language)
             misses = misses + 1 if reply.intent in ("unknown", "silence") else 0
-            if misses >= MAX_MISSES:
+            # silence counts too, which the receptionist never sees
+            if misses >= d.max_misses:
                 reply = Reply(say.transfer, Action.OPERATOR, "too many misses")
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
             if reply.action is Action.URGENT:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from asterisk_agent.compliance.audit import AuditLog, Record, canonical, chain_hash, timestamp
-from asterisk_agent.compliance.store import Store, fsync_dir
+from asterisk_agent.compliance.store import Store, fsync_dir, write_new_private
 
 FORMATS = ("jsonl", "csv")
 MANIFEST = "manifest.json"
@@ -159,19 +159,11 @@ def _audit_row(r: Record, fmt: str) -> dict:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """A new file, mode 0600, on disk when this returns; never over an existing one."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new_private(path, data)
     except FileExistsError:
         raise ExportError(f"{path} appeared while exporting: is another export writing "
                           "into the same directory?") from None
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prepare_dir(out: Path) -> None:

@@ -215,21 +215,29 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def write_new_private(path: Path, data: bytes) -> None:
+    """A new file, mode 0600 from its creation, on disk when this returns.
+    FileExistsError if the path is taken: nothing is ever written over."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_key_file(path: Path, key: bytes | None = None) -> bytes:
     """Write a new key file, mode 0600 from its creation; never overwrites one."""
     path = Path(path)
     key = secrets.token_bytes(KEY_BYTES) if key is None else key
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new_private(path, key.hex().encode("ascii") + b"\n")
     except FileExistsError:
         raise StoreError(f"key file {path} exists already: it is not replaced (the store "
                          "would be lost); `asterisk-agent keys rotate` changes the key") from None
-    try:
-        os.write(fd, key.hex().encode("ascii") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     fsync_dir(path.parent)
     return key
 

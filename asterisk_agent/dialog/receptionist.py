@@ -8,12 +8,12 @@ verified caller's own patient ID, so nothing about anyone else can be said.
 Rules every flow keeps:
 - no patient data before the caller's name and date of birth match exactly
   one patient; a failed match says nothing about whether such a person
-  exists, and after MAX_ID_FAILURES the caller goes to a person;
+  exists, and after [dialog] max_id_failures the caller goes to a person;
 - every change is confirmed back before it is made, and its outcome told
   truthfully after (booked only on the engine's AA; "recorded" while the
   outbox is still delivering);
 - "operator" at any point is a person; a practice question mid-flow is
-  answered and the flow's question asked again; MAX_MISSES turns not
+  answered and the flow's question asked again; max_misses turns not
   understood in a row is a person; the EHR down is an apology and a person.
 """
 
@@ -29,6 +29,7 @@ from typing import Callable
 import yaml
 
 from ..compliance import redact
+from ..config import Dialog
 from ..ehr.link import EhrLink, LinkError, new_placer_id
 from ..ehr.messages import Appointment, Patient, Provider, Refill, Slot
 from . import first, guard, phrases, slots
@@ -38,10 +39,6 @@ from .practice import Practice
 
 log = logging.getLogger(__name__)
 
-# failed identity checks (name and date of birth) before a person takes over
-MAX_ID_FAILURES = 2
-# turns not understood in a row, inside a flow, before a person takes over
-MAX_MISSES = 3
 # open slots offered at once: more is too much to hold in mind on the phone
 OFFERS = 3
 # offered slots are at least this far apart, so the choice means something
@@ -64,7 +61,8 @@ class Receptionist:
                  now: Callable[[], dt.datetime], *,
                  providers: dict[str, Provider] | None = None,
                  refill_provider: str = "",
-                 max_id_failures: int = MAX_ID_FAILURES, max_misses: int = MAX_MISSES,
+                 max_id_failures: int = Dialog.max_id_failures,
+                 max_misses: int = Dialog.max_misses,
                  call_id: str | None = None,
                  llm: LanguageModel | None = None):
         self.link, self.practice, self.language, self._clock = link, practice, language, now
