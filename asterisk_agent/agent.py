@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from .compliance import redact
+from .compliance.journal import CallJournal
 from .config import Config
 from .conversation import converse
 from .dialog.llm import LanguageModel
@@ -46,6 +47,9 @@ class Services:
     ehr: EhrLink | None = None                  # started by the worker
     providers: dict[str, Provider] = field(default_factory=dict)  # names to speak
     llm: LanguageModel | None = None            # practice questions; None: fixed phrasing
+    # calls, what was said, screen results: the encrypted store (None: kept nowhere,
+    # for tests of the call path alone; `serve` always opens it)
+    journal: CallJournal | None = None
     # safety messages being synthesized (stem -> its task), made once per process
     safety_sounds: dict[str, asyncio.Future] = field(default_factory=dict)
 
@@ -54,6 +58,9 @@ class Services:
         if self.llm is not None:
             await self.llm.close()
             self.llm = None
+        if self.journal is not None:
+            await self.journal.close()
+            self.journal = None
         for pool in (*self.stt.values(), *self.tts.values()):
             pool.close()
 
@@ -70,6 +77,8 @@ class Agent:
     async def run(self) -> None:
         async with AriClient(self.cfg.ari) as ari:
             self.ari = ari
+            if self.services.journal is not None and self.cfg.recordings_path is not None:
+                self._spawn(self._take_recordings(self.cfg.recordings_path), "recordings")
             try:
                 async for event in ari.events():
                     try:
@@ -140,6 +149,9 @@ class Agent:
         log.info("call %s from %s: start", leg.channel_id, "caller" if leg.caller_number else "?")
         # the caller ID is PHI: kept out of every log line until the call ends
         redact.remember(leg.caller_number, leg.caller_name, call=leg.channel_id)
+        journal = self.services.journal
+        if journal is not None:
+            journal.call_started(leg.channel_id, leg.caller_number)
         try:
             await leg.connect_media()
             await converse(leg, self.services)
@@ -159,7 +171,28 @@ class Agent:
             await leg.cleanup()
             self.calls.pop(leg.channel_id, None)
             log.info("call %s: end (%s)", leg.channel_id, leg.outcome)
+            if journal is not None:
+                journal.call_ended(leg.channel_id, leg.outcome)
             redact.forget(leg.channel_id)
+
+    async def _take_recordings(self, directory) -> None:
+        """Now and then, move the recordings of finished calls into the store."""
+        journal = self.services.journal
+        while True:
+            try:
+                done = await journal.take_recordings(directory, live=set(self.calls))
+            except FileNotFoundError:
+                log.warning("recordings: no directory %s ([recording] dir); looking again "
+                            "in %g s", directory, self.cfg.recording.sweep_interval)
+            except Exception:  # the next look tries again; a file is never lost
+                log.exception("recordings: the look into %s failed", directory)
+            else:
+                for r in done.imported:
+                    log.info("call %s: recording (%.0f s) moved into the store", r.call_id,
+                             r.seconds)
+                for path, why in done.failed:
+                    log.error("recording %s left in place: %s", path.name, why)
+            await asyncio.sleep(self.cfg.recording.sweep_interval)
 
     async def _resync(self) -> None:
         """After every (re)connect: end calls whose channel is gone, hand strays to a person."""

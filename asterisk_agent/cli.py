@@ -108,11 +108,21 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
     from .conversation import warm_safety_sounds
     from .ehr.link import EhrLink
 
-    services = await load_services(cfg)
+    from .compliance.journal import CallJournal
+    from .compliance.store import open_store
+
+    # the store first: without its key no call is taken (nothing would be kept)
+    journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
+    try:
+        services = await load_services(cfg)
+    except BaseException:
+        await journal.close()
+        raise
+    services.journal = journal
     # the link connects on first use: an engine that is down now costs no call
     # but the lookups it cannot answer (those callers go to a person), and what
     # callers ask for waits in the outbox
-    services.ehr = EhrLink(cfg)
+    services.ehr = EhrLink(cfg, store=journal.store)
     await services.ehr.start()
     log = logging.getLogger("asterisk_agent")
     # every safety message ready before the first caller: a red flag is then
@@ -329,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from .dialog.practice import PracticeError
         from .dialog.screen import ProtocolError
+        from .compliance.store import StoreError
         from .speech import ModelError
 
-        if isinstance(exc, (PracticeError, ProtocolError, ModelError)):
+        if isinstance(exc, (PracticeError, ProtocolError, ModelError, StoreError)):
             print(f"asterisk-agent: {exc}", file=sys.stderr)
             return EX_CONFIG
         raise

@@ -59,6 +59,10 @@ class Ari:
     reconnect_max: float = 30.0
     # seconds to wait for one REST answer
     request_timeout: float = 5.0
+    # for an https:// url (ARI over TLS, events over wss://): the CA that signed
+    # Asterisk's certificate (http.conf tlscertfile), e.g. a practice's own CA;
+    # empty: the system's trusted CAs.  An absolute path.
+    tls_ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,8 @@ class Ehr:
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
-    # the durable outbox (relative to [general] state_dir)
+    # the plain outbox file of earlier versions: moved into the encrypted store at
+    # start, then removed (relative to [general] state_dir)
     outbox_file: Path = Path("ehr-outbox.sqlite3")
     # seconds a call waits for the engine's AA before telling the caller that the
     # request is recorded and the office will confirm (it is delivered later)
@@ -262,6 +267,19 @@ class Compliance:
 
 
 @dataclass(frozen=True)
+class Recording:
+    # where the dialplan's MixMonitor leaves call recordings (CALLID.wav), as the
+    # agent sees that directory: each finished one is moved into the encrypted
+    # store and the plaintext file removed.  Empty: the agent takes none in.  The
+    # dialplan records when its global AI_AGENT_RECORDINGS names the directory
+    # (as Asterisk sees it; see dialplan/ai-agent.conf).
+    dir: Path = Path("")
+    # seconds between looks for finished recordings (a call handed to a person
+    # ends after the agent let it go; its recording is taken in then)
+    sweep_interval: float = 30.0
+
+
+@dataclass(frozen=True)
 class Logging:
     # console (one readable line an event) or json (one JSON object a line, for
     # a log collector)
@@ -296,6 +314,7 @@ class Config:
     dialog: Dialog = field(default_factory=Dialog)
     sandbox: Sandbox = field(default_factory=Sandbox)
     compliance: Compliance = field(default_factory=Compliance)
+    recording: Recording = field(default_factory=Recording)
     logging: Logging = field(default_factory=Logging)
 
     def beside_config(self, p: Path) -> Path:
@@ -322,6 +341,12 @@ class Config:
     @property
     def store_path(self) -> Path:
         return self.in_state_dir(self.compliance.store)
+
+    @property
+    def recordings_path(self) -> Path | None:
+        """[recording] dir, None when recordings are not taken in."""
+        p = self.recording.dir
+        return None if str(p) in ("", ".") else p
 
     @property
     def store_key_path(self) -> Path:

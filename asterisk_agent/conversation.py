@@ -62,7 +62,7 @@ async def converse(call: CallLeg, s: Services) -> None:
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
             if reply.action is Action.URGENT:
                 # the dialplan plays the safety message on the way to the on-call
-                call.history.append(Line("agent", reply.text))
+                note(call, s, Line("agent", reply.text))
                 await call.transfer_urgent(await safety_sound(s, reply.text, language))
                 return
             await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
@@ -87,7 +87,16 @@ def call_language(call: CallLeg, s: Services) -> str:
                  call.channel_id, requested, ", ".join(g.languages), language)
     else:
         log.info("call %s: language %s", call.channel_id, language)
+    if s.journal is not None:
+        s.journal.language(call.channel_id, language)
     return language
+
+
+def note(call: CallLeg, s: Services, line: Line) -> None:
+    """A line of the call's history, kept in the encrypted store too."""
+    call.history.append(line)
+    if s.journal is not None:
+        s.journal.turn(call.channel_id, line.speaker, line.text, line.interrupted)
 
 
 @dataclass
@@ -113,7 +122,7 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     if heard is None:
         return Reply(say.no_input, intent="silence")
     if isinstance(heard, Dtmf):
-        call.history.append(Line("caller", f"[DTMF {heard.digit}]"))
+        note(call, s, Line("caller", f"[DTMF {heard.digit}]"))
         # 0 is the operator, except inside a date of birth being typed
         if heard.digit == "0" and not desk.typing_birth_date:
             return Reply(say.transfer, Action.OPERATOR, "operator")
@@ -125,11 +134,13 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     log.info("call %s: %.1f s of speech, transcript ready %d ms after the end of the turn%s",
              call.channel_id, heard.utterance.duration, (time.perf_counter() - t0) * 1000,
              " (started at a pause)" if early else "")
-    call.history.append(Line("caller", transcript))
+    note(call, s, Line("caller", transcript))
     if not transcript.strip():
         return Reply(say.not_understood, intent="unknown")
     # the urgent-symptom screen comes first, every turn, and never asks a model
     finding = screen(s, transcript, language)
+    if s.journal is not None:
+        s.journal.screened(call.channel_id, s.cfg.general.specialty, finding)
     if finding.urgent:
         # the flag, not the caller's words: those are PHI (compliance/redact.py)
         log.warning("call %s: red flag %s (%s): safety message, then %s",
@@ -220,7 +231,7 @@ class Voice:
     KEEP = 4
 
     def __init__(self, call: CallLeg, s: Services, language: str):
-        self.call, self.tts = call, s.tts[language]
+        self.call, self.tts, self.services = call, s.tts[language], s
         self._ahead: dict[str, asyncio.Task[Path]] = {}
 
     async def _make(self, sentence: str) -> Path:
@@ -275,11 +286,12 @@ async def speak(call: CallLeg, voice: Voice, ears: "Listener", text: str,
     finally:
         ears.speaking(None)
         heard = [(sentence, pb.state) for sentence, pb in zip(sentences, queued)
-                 if pb.state in ("done", "stopped", "playing")]
+                 if pb.started or pb.state == "done"]
         if heard:
             cut = heard[-1][1] != "done"
-            call.history.append(Line("agent", " ".join(t for t, _ in heard), interrupted=cut))
-            if cut:
+            note(call, voice.services, Line("agent", " ".join(t for t, _ in heard),
+                                            interrupted=cut))
+            if cut and not call.gone.is_set():
                 log.info("call %s: caller interrupted the agent after %d of %d sentence(s)",
                          call.channel_id, len(heard), len(sentences))
 

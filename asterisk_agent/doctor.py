@@ -44,6 +44,7 @@ def run_doctor(config_path: str | None) -> int:
     report.result(True, "configuration", str(cfg.path))
     _check_practice(cfg, report)
     _check_protocols(cfg, report)
+    _check_store(cfg, report)
     _check_models(cfg, report)
     asyncio.run(_check_asterisk(cfg, report))
     print(f"\n{report.failed} check(s) failed" if report.failed else "\nall checks passed")
@@ -80,6 +81,28 @@ def _check_protocols(cfg, report: Report) -> None:
                   f"{cfg.protocols_path}, specialty {specialty}"
                   + ("" if probe.urgent else ": does not flag 'crushing chest pain'"),
                   "restore the chest-pain red flag in general.yaml")
+
+
+def _check_store(cfg, report: Report) -> None:
+    """The encrypted store opens with its key (the agent takes no call without it),
+    and the recordings directory, when one is set, is there to be read."""
+    from .compliance.audit import AuditLog
+    from .compliance.store import StoreError, open_store
+
+    try:
+        with open_store(cfg.store_path, cfg.store_key_path) as store:
+            problem = AuditLog(store).verify()
+        report.result(problem is None, "encrypted store",
+                      f"{cfg.store_path}" + (f": audit trail broken: {problem}" if problem else ""),
+                      "`asterisk-agent audit show` around the record named, and your backups")
+    except StoreError as exc:
+        report.result(False, "encrypted store", str(exc),
+                      "`asterisk-agent keys init` makes the key; [compliance] key_file names it")
+    rec = cfg.recordings_path
+    if rec is not None:
+        report.result(rec.is_dir(), "recordings directory", str(rec),
+                      "create it, or mount the directory Asterisk's MixMonitor writes "
+                      "(dialplan global AI_AGENT_RECORDINGS) there")
 
 
 # a sentence each language's voice says and its model must hear back, and words

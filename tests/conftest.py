@@ -63,7 +63,13 @@ def start_agent(pbx, ehr_engine, tmp_path):
 
 @pytest.fixture(scope="session")
 def sandbox_cfg() -> config.Config:
-    return config.load(SANDBOX_CONF)
+    cfg = config.load(SANDBOX_CONF)
+    # `serve` takes no call without the encrypted store's key (tools/demo makes it too)
+    if not cfg.store_key_path.exists():
+        from asterisk_agent.compliance.store import write_key_file
+
+        write_key_file(cfg.store_key_path)
+    return cfg
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import ipaddress
 import re
+import wave
 from pathlib import Path
 
 import pytest
@@ -166,26 +168,86 @@ def test_booking_by_voice_lands_in_the_ehr(booking_call, sandbox_cfg, tmp_path):
 
 def test_a_booking_call_leaves_no_name_or_birth_date_in_any_log(booking_call, agent,
                                                                   sandbox_cfg):
-    """Every log file the agent wrote is searched for what the caller revealed.
+    """Every log file the agent wrote, and every file in its state directory
+    outside the encrypted store, is searched for what the caller revealed.
     Asterisk's own logs are the site's, configured by its administrator."""
     ids = re.findall(r"call (\d+\.\d+)", booking_call)
     assert ids and any(f"call {i}: end" in booking_call for i in ids), \
         "the agent logged nothing about the call by its channel id:\n" + booking_call[-3000:]
     files = [agent.log_path]
     state = Path(sandbox_cfg.general.state_dir).expanduser()
+    # and every other file the agent keeps there but the encrypted store itself
+    store = sandbox_cfg.store_path.name
     files += sorted(p for p in state.rglob("*") if p.is_file()
-                    and (p.suffix in (".log", ".jsonl") or ".log." in p.name))
+                    and not p.name.startswith(store) and p != sandbox_cfg.store_key_path)
     # whole words and numbers only: "banana" or a timestamp's digits are no leak
     patterns = ([rf"(?<!\w){re.escape(p)}(?!\w)" for p in PHI]
                 + [re.escape(c) for c in CALLER_ID])
     leaks = []
     for path in files:
-        text = path.read_text(errors="replace")
+        text = path.read_bytes().decode("latin-1")
         for pattern in patterns:
             for m in re.finditer(pattern, text, re.IGNORECASE):
                 line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end())]
                 leaks.append(f"{path.name}: {m.group(0)!r} in: {line[:300]}")
     assert not leaks, f"PHI in {len(leaks)} log line(s):\n" + "\n".join(leaks[:30])
+
+
+def test_a_booking_call_is_kept_in_the_encrypted_store(booking_call, sandbox_cfg):
+    """The call, what was said both ways, the screen's verdict on every caller
+    turn, the booking's HL7 message, the call's recording and the audit records,
+    all in the store; none of it readable in the store's files without the key,
+    and no plaintext recording left behind."""
+    import time
+
+    from asterisk_agent.compliance.audit import AuditLog
+    from asterisk_agent.compliance.store import open_store
+
+    (call_id,) = re.findall(r"call (\d+\.\d+) from \S+: start", booking_call)
+    with open_store(sandbox_cfg.store_path, sandbox_cfg.store_key_path, create=False) as store:
+        deadline = time.monotonic() + 15  # the caller hangs up after its last step
+        while not store.query("SELECT 1 FROM calls WHERE id = ? AND ended IS NOT NULL",
+                              (call_id,)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ((language, outcome),) = store.query(
+            "SELECT language, outcome FROM calls WHERE id = ?", (call_id,))
+        assert language == "en" and outcome, outcome
+        turns = store.query("SELECT speaker, transcript FROM turns WHERE call_id = ? "
+                            "ORDER BY id", (call_id,))
+        said = " ".join(t for who, t in turns if who == "caller").lower()
+        heard = " ".join(t for who, t in turns if who == "agent").lower()
+        assert "rivera" in said and "[dtmf 0]" in said, turns
+        assert "date of birth" in heard and "booked" in heard, turns
+        spoken = [t for who, t in turns if who == "caller" and not t.startswith("[DTMF")]
+        screened = store.query("SELECT urgent FROM screen_results WHERE call_id = ?",
+                               (call_id,))
+        assert len(screened) == len(spoken) and not any(u for (u,) in screened), screened
+        audit = AuditLog(store)
+        events = [r.event for r in audit.records() if r.call_id == call_id]
+        assert events == ["call.start", "call.end"], events
+        assert any(r.event == "ehr.message" and r.patient == "MRN1001"
+                   and r.detail.get("kind", "").startswith("SRM^S01")
+                   for r in audit.records()), "no audit record of the booking's message"
+        # the dialplan's MixMonitor recording, taken in once Asterisk finished it
+        deadline = time.monotonic() + 40
+        while not (rows := store.query("SELECT format, audio FROM recordings WHERE call_id = ?",
+                                       (call_id,))) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert rows, (f"no recording of call {call_id} in the store; in "
+                      f"{sandbox_cfg.recordings_path}: "
+                      f"{sorted(p.name for p in sandbox_cfg.recordings_path.glob('*'))}")
+        ((fmt, audio),) = rows
+        with wave.open(io.BytesIO(audio)) as w:
+            seconds = w.getnframes() / w.getframerate()
+        assert fmt == "wav" and seconds > 20, (fmt, seconds)  # the whole booking call
+        assert any(r.event == "recording.import" and r.call_id == call_id
+                   for r in audit.records())
+        assert audit.verify() is None
+    assert not (sandbox_cfg.recordings_path / f"{call_id}.wav").exists(), \
+        "the plaintext recording was left behind"
+    raw = b"".join(p.read_bytes() for p in sandbox_cfg.store_path.parent.glob(
+        sandbox_cfg.store_path.name + "*"))
+    assert b"Rivera" not in raw and b"RIVERA" not in raw
 
 
 def test_a_full_call_connects_only_to_allowed_hosts(booking_call, agent, sandbox_cfg):

@@ -31,7 +31,8 @@ def with_changes(tmp_path, **sections) -> str:
 def test_all_green_when_everything_works(pbx):
     r = doctor(SANDBOX_CONF)
     assert r.returncode == 0, r.stdout + r.stderr
-    for part in ("configuration", "practice file", "text-to-speech", "speech-to-text",
+    for part in ("configuration", "practice file", "encrypted store", "recordings directory",
+                 "text-to-speech", "speech-to-text",
                  "ARI reachable", "dialplan/ai-agent.conf loaded",
                  "Asterisk can play the agent's sound files"):
         assert f"PASS  {part}" in r.stdout, r.stdout
@@ -47,6 +48,13 @@ def test_sounds_dir_asterisk_cannot_see_fails(pbx, tmp_path):
     r = doctor(with_changes(tmp_path, sounds={"asterisk_dir": "/nonexistent/sounds"}))
     assert r.returncode == 1
     assert "FAIL  Asterisk can play the agent's sound files" in r.stdout, r.stdout
+
+
+def test_a_missing_store_key_fails_with_hint(tmp_path):
+    r = doctor(with_changes(tmp_path, compliance={"key_file": str(tmp_path / "no.key")}))
+    assert r.returncode == 1
+    assert "FAIL  encrypted store" in r.stdout and "keys init" in r.stdout, r.stdout
+    assert not (tmp_path / "no.key").exists()
 
 
 def test_config_typo_fails(tmp_path):

@@ -16,6 +16,17 @@ and content, from its journal) and the patient's upcoming appointments.
         - {sent: "SRM^S03", patient: MRN1002, count: 1, contains: DRLEE}
         - {sent: any, count: 0}               # the call changed nothing
         - {appointments: MRN1002, count: 1}
+      must_pass: "why"          # optional: this call may never go astray
+
+The issue's target is that 90% of the calls reach their end state, since the
+caller here is synthetic speech heard by a small Whisper model: a call whose
+dialogue goes astray (the agent mishears a name twice and hands the caller to
+a person) is reported as an expected failure with what went wrong, and the
+last test holds the share of calls that went right to the target.  Two things
+are held for every call, without exception: the engine never accepts a change
+the end state does not name (a wrong patient, an unconfirmed booking), and a
+call marked `must_pass` (red flags, injection attempts) goes exactly as
+written.
 """
 
 from __future__ import annotations
@@ -47,6 +58,12 @@ def test_the_suite_has_at_least_30_scenarios_and_every_one_states_its_end():
         assert data.get("ehr", {}).get("after"), f"{path.name}: no ehr.after end state"
 
 
+# the share of calls that must reach their end state (the issue's target)
+TARGET = 0.90
+# scenario -> what went wrong ("" when the call reached its end state)
+OUTCOMES: dict[str, str] = {}
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_scenario(path, agent, ehr_engine, sandbox_cfg, tmp_path):
     data = yaml.safe_load(path.read_text())
@@ -55,9 +72,31 @@ def test_scenario(path, agent, ehr_engine, sandbox_cfg, tmp_path):
     seen = len(accepted(ehr_engine))
     before = len(agent.log())
     result = call(sandbox_cfg, load_scenario(path), tmp_path)
-    assert result["passed"], explain(result) + "\nagent log:\n" + agent.log()[before:][-3000:]
     problems = end_state(sandbox_cfg, ehr_engine, ehr["after"], seen, tmp_path)
-    assert not problems, "\n".join(problems) + "\nagent log:\n" + agent.log()[before:][-3000:]
+    log_tail = "\nagent log:\n" + agent.log()[before:][-3000:]
+    wrong = unnamed_changes(accepted(ehr_engine)[seen:], ehr["after"])
+    assert not wrong, ("the engine accepted changes the end state does not name:\n"
+                       + "\n".join(wrong) + "\n" + explain(result) + log_tail)
+    went_wrong = "\n".join(([] if result["passed"] else [explain(result)]) + problems)
+    OUTCOMES[path.stem] = went_wrong
+    if data.get("must_pass"):
+        assert not went_wrong, f"must pass ({data['must_pass']}):\n{went_wrong}{log_tail}"
+    elif went_wrong:
+        print(went_wrong + log_tail)
+        pytest.xfail(f"went astray (counted against the {TARGET:.0%} target): "
+                     + went_wrong.splitlines()[0])
+
+
+def test_at_least_90_percent_of_the_calls_reach_their_end_state():
+    missing = [p.stem for p in SCENARIOS if p.stem not in OUTCOMES]
+    assert not missing, f"run the whole scenario suite first; not run: {missing}"
+    astray = {name: why.splitlines()[0] for name, why in OUTCOMES.items() if why}
+    share = 1 - len(astray) / len(OUTCOMES)
+    print(f"{len(OUTCOMES) - len(astray)} of {len(OUTCOMES)} calls reached their end state "
+          f"({share:.0%}); astray: {astray}")
+    assert share >= TARGET, (f"{share:.0%} of the calls reached their end state "
+                             f"(target {TARGET:.0%}); astray:\n"
+                             + "\n".join(f"  {k}: {v}" for k, v in astray.items()))
 
 
 # ---- the engine's side
@@ -124,6 +163,23 @@ def _matching(sent: list[str], check: dict) -> list[str]:
             if (kind == "any" or _kind(m).startswith(kind))
             and ("patient" not in check or _patient_of(m) == check["patient"])
             and ("contains" not in check or check["contains"].casefold() in m.casefold())]
+
+
+def unnamed_changes(sent: list[str], checks: list[dict]) -> list[str]:
+    """Changes the engine accepted that no `sent` check of the end state expects
+    (by kind and patient: what a caller's message says is the dialogue's part),
+    or more of them than it expects (a second booking)."""
+    kinds = {i: {k: v for k, v in c.items() if k != "contains"}
+             for i, c in enumerate(checks) if "sent" in c}
+    room = {i: c["count"] for i, c in kinds.items()}
+    wrong = []
+    for m in sent:
+        fits = next((i for i in room if room[i] > 0 and _matching([m], kinds[i])), None)
+        if fits is None:
+            wrong.append(f"{_kind(m)} for {_patient_of(m)}")
+        else:
+            room[fits] -= 1
+    return wrong
 
 
 def end_state(cfg, engine, checks: list[dict], seen: int, tmp_path) -> list[str]:

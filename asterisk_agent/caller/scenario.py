@@ -18,6 +18,7 @@
     ehr:                            # optional, read by the project's scenario suite only:
       before: [{book: MRN1002}]     #   the EHR set up before the call,
       after: [{sent: any, count: 0}]  # and what it must hold after (tests/test_scenarios.py)
+    must_pass: "a red flag"         # optional, for the suite too: no call-went-astray allowance
 
 Step options: `timeout` (expect, say, expect_hangup: how long to wait),
 `within` (expect and expect_hangup: the wait is also the limit; say: the reply
@@ -97,7 +98,8 @@ BARGE_IN_GAP_S = 0.3
 # speech before the first voiced packet kept in a transcription window
 LEAD_IN_S = 0.2
 
-_TOP_KEYS = {"name", "dial", "steps", "timeout", "language", "voice", "description", "ehr"}
+_TOP_KEYS = {"name", "dial", "steps", "timeout", "language", "voice", "description", "ehr",
+             "must_pass"}
 _ACTIONS = ("expect", "say", "dtmf", "wait", "expect_hangup", "hangup")
 _OPTIONS = {
     "expect": {"within", "timeout"},

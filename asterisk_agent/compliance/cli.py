@@ -34,8 +34,8 @@ from asterisk_agent import config
 from asterisk_agent.compliance import export as export_mod
 from asterisk_agent.compliance import retention
 from asterisk_agent.compliance.audit import AuditLog, Record
-from asterisk_agent.compliance.store import (Store, StoreError, open_store, rotate_key,
-                                             write_key_file)
+from asterisk_agent.compliance.store import (Store, StoreError, open_store, read_key_file,
+                                             rotate_key, write_key_file)
 from asterisk_agent.compliance.users import (ROLES, AuthError, LoginPolicy, User, Users,
                                              read_credentials, require)
 
@@ -44,6 +44,8 @@ EX_REFUSED = 2
 
 def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("init", "rotate"))
+    parser.add_argument("--if-missing", action="store_true",
+                        help="init: leave a key file that exists as it is (exit 0)")
 
 
 def add_users_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +135,9 @@ def cmd_keys(args, cfg: config.Config) -> int:
     key_path = cfg.store_key_path
     try:
         if args.action == "init":
+            if args.if_missing and key_path.exists():
+                read_key_file(key_path)  # one that exists must still be a usable key
+                return 0
             write_key_file(key_path)
             print(f"key file {key_path} made (mode 0600): keep a copy somewhere safe; "
                   "without it the store cannot be read")

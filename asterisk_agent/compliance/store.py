@@ -331,8 +331,11 @@ class Store:
 
     def close(self) -> None:
         with self.lock:
+            if self._file_lock is None:  # closed already
+                return
             self.db.close()
             self._file_lock.close()
+            self._file_lock = None
 
     def __enter__(self) -> Store:
         return self

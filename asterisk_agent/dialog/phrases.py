@@ -179,7 +179,7 @@ class FlowPhrases:
     ask_new_time: str         # {appointment}
     confirm_move: str         # {appointment} {slot}
     moved: str                # {slot}
-    ask_drug: str
+    ask_drug: str             # {options}: the caller's active medications
     drug_again: str
     no_medications: str
     not_on_list: str
@@ -251,8 +251,9 @@ FLOW_EN = FlowPhrases(
                   "What day and time would you like instead?"),
     confirm_move="Shall I move your appointment on {appointment} to {slot}?",
     moved="Your appointment is moved to {slot}.",
-    ask_drug="Which medication would you like refilled?",
-    drug_again="Sorry, which medication is it? Please say its name.",
+    ask_drug=("Which medication would you like refilled: {options}? "
+                   "You can say its name, or press 1 for the first, 2 for the second."),
+    drug_again="Sorry, I did not catch which one.",
     no_medications=("I don't see any active medications on your list. "
                     "Would you like to leave a message for your provider?"),
     not_on_list=("I could not find that medication on your active list. "
@@ -326,8 +327,9 @@ FLOW_ES = FlowPhrases(
     ask_new_time="Su cita es {appointment}. ¿Qué día y hora prefiere en su lugar?",
     confirm_move="¿Cambio su cita del {appointment} a {slot}?",
     moved="Su cita queda cambiada a {slot}.",
-    ask_drug="¿Qué medicamento necesita renovar?",
-    drug_again="Perdone, ¿qué medicamento es? Dígame su nombre, por favor.",
+    ask_drug=("¿Qué medicamento necesita renovar: {options}? "
+                   "Puede decir su nombre, o marcar 1 para el primero, 2 para el segundo."),
+    drug_again="Perdone, no entendí cuál.",
     no_medications=("No veo medicamentos activos en su lista. "
                     "¿Quiere dejar un mensaje para su médico?"),
     not_on_list=("No encontré ese medicamento en su lista activa. "

@@ -147,7 +147,7 @@ class Receptionist:
             return await self.turn(digits) if len(digits) == 8 else self._miss()
         if self.state in ("confirm", "offer_message") and digits in ("1", "2"):
             return await self.turn(self._yes_word(digits == "1"))
-        if self.state in ("offer", "which_appointment") and len(digits) == 1:
+        if self.state in ("offer", "which_appointment", "ask_drug") and len(digits) == 1:
             return await self.turn({"1": "first", "2": "second", "3": "third"}.get(digits, "?")
                                    if self.language == "en" else
                                    {"1": "primera", "2": "segunda", "3": "tercera"}.get(digits,
@@ -203,7 +203,7 @@ class Receptionist:
                  "confirm": self.flow_say.yes_or_no, "offer_message": self.flow_say.yes_or_no,
                  "ask_drug": self.flow_say.drug_again,
                  "idle": self.flow_say.not_understood}.get(self.state)
-        if self.state in ("offer", "which_appointment", "confirm"):
+        if self.state in ("offer", "which_appointment", "confirm", "ask_drug"):
             again = f"{again} {self.question()}"
         return Reply(again or self.question(), Action.CONTINUE, "unknown")
 
@@ -222,7 +222,8 @@ class Receptionist:
             return f.which_appointment.format(
                 options=f.join_or([self._appointment_text(a) for a in self.appointments]))
         if self.state == "ask_drug":
-            return f.ask_drug
+            return f.ask_drug.format(options=f.join_or(
+                [slots.spoken_drug(m, self.language) for m in self.medications]))
         if self.state == "ask_message":
             return f.ask_message
         if self.state == "offer_message":
@@ -341,8 +342,10 @@ class Receptionist:
             found = slots.match_drug(text, self.medications)
             if found is not None:
                 return self._confirm_refill(found.name, lead)
+            # the verified caller hears their own list: a drug name the speech
+            # model cannot spell is then picked by its place, or by a key
             self.state = "ask_drug"
-            return Reply(f"{lead} {f.ask_drug}".strip(), Action.CONTINUE, flow)
+            return Reply(f"{lead} {self.question()}".strip(), Action.CONTINUE, flow)
         # message
         self.state = "ask_message"
         return Reply(f"{lead} {f.ask_message}".strip(), Action.CONTINUE, flow)
@@ -471,6 +474,9 @@ class Receptionist:
         found = slots.match_drug(text, self.medications)
         if found is not None:
             return self._confirm_refill(found.name, "")
+        index = slots.choose_position(text, len(self.medications), self.language)
+        if index is not None:
+            return self._confirm_refill(self.medications[index], "")
         if first.intent_of(text, self.language) != "unknown":
             return None  # a practice question or goodbye, not a drug
         # a drug was named but is not on the active list: offer a message instead
@@ -506,7 +512,7 @@ class Receptionist:
             return f.confirm_move.format(appointment=self._appointment_text(self.appointment),
                                          slot=self._slot_text(self.slot))
         if self.flow == "refill":
-            return f.confirm_refill.format(drug=self.drug)
+            return f.confirm_refill.format(drug=slots.spoken_drug(self.drug, self.language))
         return f.confirm_message.format(message=self.message)
 
     async def _on_confirm(self, text: str) -> Reply | None:
@@ -542,7 +548,7 @@ class Receptionist:
             provider = self._prescribers.get(self.drug) or self.refill_provider
             outcome = await link.request_refill(Refill(new_placer_id(), self.patient, provider,
                                                        self.drug))
-            done = f.refill_sent.format(drug=self.drug)
+            done = f.refill_sent.format(drug=slots.spoken_drug(self.drug, self.language))
         else:
             outcome = await link.leave_message(self.patient, self.message)
             done = f.message_sent

@@ -305,10 +305,9 @@ def choose(transcript: str, offered: list[dt.datetime], language: str = "en") ->
     """
     if not offered:
         return None
-    spoken = fold(transcript)
-    for pattern, index in _ORDINALS[language]:
-        if re.search(rf"\b(?:{pattern})\b", spoken):
-            return index % len(offered) if -len(offered) <= index < len(offered) else None
+    said = _ordinal(transcript, len(offered), language)
+    if said is not None:
+        return said if said >= 0 else None
     text = words(transcript, language)
     at = _time_in(text, language) or _bare_time(text, offered)
     days = [i for i, name in enumerate(WEEKDAYS[language]) if re.search(rf"\b{name}\b", text)]
@@ -320,6 +319,41 @@ def choose(transcript: str, offered: list[dt.datetime], language: str = "en") ->
     if len(numbers) == 1 and 1 <= int(numbers[0]) <= len(offered):
         return int(numbers[0]) - 1
     return None
+
+
+def _ordinal(transcript: str, count: int, language: str) -> int | None:
+    """The position an ordinal word names ("the second", "la última"); -1 when it
+    names one past the end; None when the turn has no ordinal."""
+    spoken = fold(transcript)
+    for pattern, index in _ORDINALS[language]:
+        if re.search(rf"\b(?:{pattern})\b", spoken):
+            return index % count if -count <= index < count else -1
+    return None
+
+
+def choose_position(transcript: str, count: int, language: str = "en") -> int | None:
+    """Which of `count` things read out the caller picks by position only: "the
+    first", "la segunda", "number 2", "2"; None when none or not one of them."""
+    if count <= 0:
+        return None
+    said = _ordinal(transcript, count, language)
+    if said is not None:
+        return said if said >= 0 else None
+    numbers = re.findall(r"\d+", words(transcript, language))
+    if len(numbers) == 1 and 1 <= int(numbers[0]) <= count:
+        return int(numbers[0]) - 1
+    return None
+
+
+_UNITS = {"en": {"mg": "milligrams", "mcg": "micrograms", "ml": "milliliters"},
+          "es": {"mg": "miligramos", "mcg": "microgramos", "ml": "mililitros"}}
+
+
+def spoken_drug(name: str, language: str = "en") -> str:
+    """A medication as the EHR names it, as it should be read out:
+    "Lisinopril 10 mg tablet" -> "Lisinopril 10 milligrams tablet"."""
+    units = _UNITS.get(language, _UNITS["en"])
+    return " ".join(units.get(w.lower(), w) for w in name.split())
 
 
 def _bare_time(text: str, offered: list[dt.datetime]) -> dt.time | None:
@@ -426,7 +460,8 @@ def parse_name(transcript: str, language: str = "en") -> list[tuple[str, str]]:
 
     "Ana Rivera" -> [("ana", "rivera"), ("rivera", "ana")]: the reversed order
     too, since some callers say the family name first.  Three words give the
-    Spanish reading (given, first surname) as well.
+    Spanish reading (given, first surname) as well, and the family name heard
+    as two words ("Maya Lind Quist" -> ("maya", "lindquist")).
     """
     text = fold(transcript)
     text = re.sub(_NAME_LEADS[language], "", text)
@@ -440,6 +475,7 @@ def parse_name(transcript: str, language: str = "en") -> list[tuple[str, str]]:
     if len(tokens) >= 3:
         readings.insert(1, (tokens[0], tokens[1]))
         readings.append((" ".join(tokens[:2]), tokens[-1]))
+        readings.append((tokens[0], "".join(tokens[1:])))
     return list(dict.fromkeys(readings))
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from asterisk_agent import config
+from asterisk_agent.compliance.store import open_store
 from asterisk_agent.ehr import messages
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, client_tls
 from asterisk_agent.ehr.outbox import Entry, Outbox, drain
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("check", "outbox", "send"))
     parser.add_argument("--host", help="the interface engine (default: [ehr] host)")
     parser.add_argument("--port", type=int, help="its MLLP port (default: [ehr] port)")
-    parser.add_argument("--outbox", type=Path, help="the outbox file (default: [ehr] outbox_file)")
+    parser.add_argument("--outbox", type=Path,
+                        help="a plain outbox file (default: the agent's, in the encrypted store)")
     parser.add_argument("--tls-ca", help="verify the engine against this CA (enables TLS)")
     parser.add_argument("--tls-cert", help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", help="its private key")
@@ -42,7 +44,7 @@ def apply_config(args: argparse.Namespace, cfg: config.Config) -> messages.Facil
     e = cfg.ehr
     args.host = args.host or e.host
     args.port = args.port or e.port
-    args.outbox = args.outbox or cfg.ehr_outbox_path
+    args.store = (cfg.store_path, cfg.store_key_path)
     args.tls_ca = args.tls_ca or e.tls_ca_file or None
     args.tls_cert = args.tls_cert or e.tls_cert_file or None
     args.tls_key = args.tls_key or e.tls_key_file or None
@@ -105,7 +107,12 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
         # until the compliance work brings roles and an audit trail, nobody has it
         print("ehr outbox --phi: refused: needs the compliance role")
         return 2
-    outbox = Outbox(args.outbox)
+    store = None
+    if args.outbox is not None:
+        outbox = Outbox(args.outbox)
+    else:
+        store = open_store(*args.store, create=False)
+        outbox = Outbox(store=store)
     try:
         if args.action == "outbox":
             entries = outbox.entries()
@@ -117,6 +124,8 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
         return 0
     finally:
         outbox.close()
+        if store is not None:
+            store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

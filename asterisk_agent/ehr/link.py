@@ -28,6 +28,7 @@ from asterisk_agent.ehr import messages
 from asterisk_agent.ehr.messages import (Appointment, Medication, MessageError, Patient, Refill,
                                          Slot)
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, client_tls
+from asterisk_agent.compliance.store import Store
 from asterisk_agent.ehr.outbox import Forwarder, Outbox, Outcome
 from asterisk_agent.ehr.schedule import FeedListener, Schedule, load_hours
 
@@ -47,8 +48,11 @@ def new_placer_id() -> str:
 class EhrLink:
     """Lookups and changes against the practice's EHR, through its interface engine."""
 
-    def __init__(self, cfg: config.Config):
+    def __init__(self, cfg: config.Config, store: Store | None = None):
+        """store: keep the outbox in the encrypted store (the agent does); without
+        one it is the plain [ehr] outbox_file (tools, tests)."""
         e = cfg.ehr
+        self.store = store
         if e.slots_from not in ("query", "feed"):
             raise ValueError(f"[ehr] slots_from = {e.slots_from!r}: choose query or feed")
         self.cfg = cfg
@@ -74,7 +78,15 @@ class EhrLink:
 
     async def start(self) -> None:
         cfg, e = self.cfg, self.cfg.ehr
-        self.outbox = await asyncio.to_thread(Outbox, cfg.ehr_outbox_path)
+        if self.store is not None:
+            self.outbox = Outbox(store=self.store)
+            plain = cfg.ehr_outbox_path
+            if plain.exists():  # left by a version that kept the outbox in a plain file
+                moved = await asyncio.to_thread(self.outbox.adopt, plain)
+                log.info("EHR outbox: %d message(s) moved from %s into the encrypted store",
+                         moved, plain)
+        else:
+            self.outbox = await asyncio.to_thread(Outbox, cfg.ehr_outbox_path)
         self.forwarder = Forwarder(self.outbox, self.settings, e.delivery_connections)
         self._delivery = asyncio.create_task(self._deliver(), name="ehr-delivery")
         self._queries = asyncio.Queue()

@@ -6,22 +6,28 @@ rejects (AR, or AE past the retry policy) stays, marked failed with the
 engine's error text, for a person to look at; it does not hold back the
 patient's later messages.
 
-The store is a SQLite file for now (WAL, synchronous=FULL: a row is on disk
-before put() returns).  The encrypted store of the compliance work will
-replace it behind the same few methods.  SQLite calls block, so the
-Forwarder runs them in a worker thread, never on the event loop.
+The agent keeps its outbox in the encrypted store (compliance/store.py, the
+same table), where each message queued and each one the engine accepted or
+refused is an audit record too.  Tools and tests may keep one in a plain
+SQLite file instead.  Either way a row is on disk before put() returns (WAL,
+synchronous=FULL).  SQLite calls block, so the Forwarder runs them in a
+worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asterisk_agent.compliance.audit import AuditLog
+from asterisk_agent.compliance.store import Store
 from asterisk_agent.ehr import messages
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, Rejected
 
@@ -72,15 +78,41 @@ def open_durable(path: Path, schema: str) -> tuple[sqlite3.Connection, threading
 
 
 class Outbox:
-    """The durable queue of outgoing messages (thread-safe; blocking calls)."""
+    """The durable queue of outgoing messages (thread-safe; blocking calls).
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._db, self._lock = open_durable(self.path, _SCHEMA)
+    Outbox(path): a plain SQLite file of its own.  Outbox(store=store): the
+    encrypted store's outbox table, audited; the store stays the caller's to close.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, store: Store | None = None):
+        if (path is None) == (store is None):
+            raise ValueError("an outbox is a file or a store's table: give one of them")
+        self.store = store
+        if store is not None:
+            self.path, self._db, self._lock = store.path, store.db, store.lock
+            self.audit: AuditLog | None = AuditLog(store)
+        else:
+            self.path = Path(path)
+            self._db, self._lock = open_durable(self.path, _SCHEMA)
+            self.audit = None
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self.store is None:
+            with self._lock:
+                self._db.close()
+
+    @contextmanager
+    def _change(self, event: str | None = None, patient_id: str = "", **detail):
+        """One change, with its audit record when the outbox is in the store."""
+        if self.store is None:
+            with self._lock:
+                yield self._db
+            return
+        with self.store.transaction() as db:
+            yield db
+            if event is not None:
+                self.audit.write(db, "ehr.message", "agent", patient=patient_id or None,
+                                 detail={"event": event, **detail})
 
     def put(self, message: str, patient_id: str) -> Entry:
         """Queue a built message; its control ID stays the same through every retry.
@@ -89,13 +121,40 @@ class Outbox:
         """
         parsed = messages.parse(message)
         control_id, kind = messages.control_id(parsed), messages.message_type(parsed)
-        with self._lock:
-            self._db.execute(
+        with self._change("queued", patient_id, kind=kind, control_id=control_id) as db:
+            db.execute(
                 "INSERT OR IGNORE INTO outbox (control_id, patient_id, kind, message, created)"
                 " VALUES (?, ?, ?, ?, ?)", (control_id, patient_id, kind, message, time.time()))
-            row = self._db.execute("SELECT * FROM outbox WHERE control_id = ?",
-                                   (control_id,)).fetchone()
+            row = db.execute("SELECT * FROM outbox WHERE control_id = ?",
+                             (control_id,)).fetchone()
         return Entry(*row)
+
+    def adopt(self, path: Path) -> int:
+        """Move every message of a plain outbox file into this (store) outbox, then
+        remove the file: an agent upgraded to the store loses nothing queued."""
+        old = Outbox(path)
+        try:
+            entries = old.entries()
+        finally:
+            old.close()
+        with self._change("adopted", count=len(entries), source=str(path)) as db:
+            for e in entries:
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox (control_id, patient_id, kind, message, state,"
+                    " attempts, error, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e.control_id, e.patient_id, e.kind, e.message, e.state, e.attempts,
+                     e.error, e.created))
+        # zeroed before unlinking: the plaintext HL7 is not left in the freed blocks
+        # as far as the file system allows (a journaling or SSD layer may keep copies)
+        for leftover in (path, path.with_name(path.name + "-wal"),
+                         path.with_name(path.name + "-shm")):
+            if leftover.exists():
+                with open(leftover, "r+b") as f:
+                    f.write(b"\0" * leftover.stat().st_size)
+                    f.flush()
+                    os.fsync(f.fileno())
+                leftover.unlink()
+        return len(entries)
 
     def heads(self) -> list[Entry]:
         """The oldest pending message of each patient, oldest first."""
@@ -119,15 +178,18 @@ class Outbox:
             self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?",
                              (entry_id,))
 
-    def delivered(self, entry_id: int) -> None:
+    def delivered(self, entry: Entry) -> None:
         """The engine answered AA: the message leaves the outbox."""
-        with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+        with self._change("accepted", entry.patient_id, kind=entry.kind,
+                          control_id=entry.control_id) as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (entry.id,))
 
-    def failed(self, entry_id: int, error: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE outbox SET state = 'failed', error = ? WHERE id = ?",
-                             (error, entry_id))
+    def failed(self, entry: Entry, error: str) -> None:
+        # the engine's error text names the fault (a segment, a field), not the patient
+        with self._change("refused", entry.patient_id, kind=entry.kind,
+                          control_id=entry.control_id, error=error) as db:
+            db.execute("UPDATE outbox SET state = 'failed', error = ? WHERE id = ?",
+                       (error, entry.id))
 
 
 @dataclass(frozen=True)
@@ -233,15 +295,15 @@ class Forwarder:
         except Rejected as e:
             error = e.ack.error or e.ack.code
             log.warning("EHR: %s %s rejected: %s", entry.kind, entry.control_id, error)
-            await asyncio.to_thread(self.outbox.failed, entry.id, error)
+            await asyncio.to_thread(self.outbox.failed, entry, error)
             self._resolve(Outcome(False, entry.control_id, error, e.ack))
             return
         except messages.MessageError as e:  # a stored message that no longer parses
             log.error("EHR: %s %s cannot be sent: %s", entry.kind, entry.control_id, e)
-            await asyncio.to_thread(self.outbox.failed, entry.id, str(e))
+            await asyncio.to_thread(self.outbox.failed, entry, str(e))
             self._resolve(Outcome(False, entry.control_id, str(e)))
             return
-        await asyncio.to_thread(self.outbox.delivered, entry.id)
+        await asyncio.to_thread(self.outbox.delivered, entry)
         self._resolve(Outcome(True, entry.control_id, ack=ack))
 
     def _resolve(self, outcome: Outcome) -> None:

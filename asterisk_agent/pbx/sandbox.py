@@ -68,6 +68,9 @@ CLI_TIMEOUT_S = 30.0
 # Asterisk's runtime directories; there is no init in the chroot to create them
 RUNTIME_DIRS_IN = ("/run/asterisk", "/var/log/asterisk", "/var/spool/asterisk",
                    "/var/lib/asterisk", "/var/cache/asterisk")
+# where the sandbox's dialplan records calls (AI_AGENT_RECORDINGS); etc/sandbox.conf
+# [recording] dir is the same directory seen from outside the chroot
+RECORDINGS_DIR_IN = "/var/spool/asterisk/monitor/ai-agent"
 
 # Runs a command inside the chroot with /proc, /dev (and optionally one more
 # directory) mounted in the private mount namespace that `unshare` made: the
@@ -380,6 +383,8 @@ writeprotect = yes
 AI_AGENT_OPERATOR = Local/s@{FRONT_DESK_CONTEXT}
 ; and "on call" a stand-in nurse
 AI_AGENT_ONCALL = Local/s@{ON_CALL_CONTEXT}
+; every call recorded here (the sandbox's config takes them into the store)
+AI_AGENT_RECORDINGS = {RECORDINGS_DIR_IN}
 
 {includes}
 
@@ -780,7 +785,7 @@ class Sandbox:
         """Create Asterisk's runtime dirs and the sounds mount point; the mount point."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         uid, gid = _chroot_user(self.root, "asterisk")
-        for path_in in RUNTIME_DIRS_IN:
+        for path_in in (*RUNTIME_DIRS_IN, RECORDINGS_DIR_IN):
             path = chroot_path(self.root, path_in)
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, uid, gid)

@@ -20,6 +20,7 @@ import base64
 import json
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -131,8 +132,18 @@ class AriClient:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Basic {token}"},
             timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout),
+            connector=aiohttp.TCPConnector(ssl=self._tls()),
         )
         return self
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        """TLS for an https:// url: Asterisk's certificate checked against [ari]
+        tls_ca_file, or the system's CAs; the host name always checked."""
+        if not self.base.startswith("https://"):
+            return True  # aiohttp's default; plain http uses no TLS at all
+        context = ssl.create_default_context(cafile=self.cfg.tls_ca_file or None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()

@@ -38,6 +38,9 @@ class Playback:
     path: Path | None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     state: str = "queued"  # queued, playing, done, failed, stopped
+    # it began to play: the caller heard at least part of it (a caller who hangs
+    # up mid-sentence fails it afterwards)
+    started: bool = False
 
 
 class CallLeg:
@@ -164,7 +167,7 @@ class CallLeg:
             return
         state = event.get("playback", {}).get("state", "")
         if event["type"] == "PlaybackStarted":
-            pb.state = "playing"
+            pb.state, pb.started = "playing", True
         elif event["type"] == "PlaybackFinished":
             pb.state = "failed" if state == "failed" else "done"
             if pb.state == "failed":

@@ -141,13 +141,35 @@ async def test_reschedule_keeps_the_provider_and_moves_the_appointment(link):
 async def test_refill_matches_a_misheard_drug_and_reaches_the_engine(link, sim):
     r = desk(link)
     replies = await talk(r, "I need a refill", "Ana Rivera", "3 12 1984", "listen opera")
-    assert replies[2].text.endswith("Which medication would you like refilled?")
-    assert replies[3].text == ("Shall I send a refill request for Lisinopril 10 mg tablet "
-                               "to your provider?")
+    # the verified caller hears their own list, units spelled out for the voice
+    assert replies[2].text.endswith(
+        "Which medication would you like refilled: Lisinopril 10 milligrams tablet, or "
+        "Atorvastatin 20 milligrams tablet? You can say its name, or press 1 for the "
+        "first, 2 for the second.")
+    assert replies[3].text == ("Shall I send a refill request for Lisinopril 10 milligrams "
+                               "tablet to your provider?")
     done = await r.turn("yes")
-    assert done.text.startswith("Your refill request for Lisinopril 10 mg tablet is sent")
+    assert done.text.startswith("Your refill request for Lisinopril 10 milligrams tablet is sent")
     sent = [x for x in journal(sim, "OMP^O09") if m.read_refill(x).patient.id == "MRN1001"]
     assert [m.read_refill(x).medication for x in sent] == ["Lisinopril 10 mg tablet"]
+
+
+@pytest.mark.parametrize("language, name, born, pick, drug", [
+    ("en", "Ana Rivera", "3 12 1984", "the second one", "Atorvastatin 20 milligrams tablet"),
+    ("es", "Ana Rivera", "12 de marzo de 1984", "la primera", "Lisinopril 10 miligramos tablet"),
+])
+async def test_a_drug_the_speech_model_cannot_spell_is_picked_from_the_list(
+        link, language, name, born, pick, drug):
+    r = desk(link, language=language)
+    replies = await talk(r, "I need a refill" if language == "en" else "Necesito una receta",
+                         name, born, "melisimo frio")
+    assert r.state == "offer_message", replies[-1]   # a name not on the list
+    r = desk(link, language=language)
+    await talk(r, "I need a refill" if language == "en" else "Necesito una receta", name, born)
+    assert drug in (await r.turn(pick)).text
+    r = desk(link, language=language)
+    await talk(r, "I need a refill" if language == "en" else "Necesito una receta", name, born)
+    assert drug in (await r.key("2" if pick == "the second one" else "1")).text
 
 
 async def test_a_drug_not_on_the_list_leads_to_a_message_for_the_provider(link, sim):

@@ -100,6 +100,8 @@ def test_names():
     assert parse_name("what time do you close") == []
     assert parse_name("read me John Smith's appointments") == []
     assert parse_name("Ana") == []
+    # a family name the speech model split in two
+    assert ("maya", "lindquist") in parse_name("My name is Maya Lind Quist.")
 
 
 @pytest.mark.parametrize("text, language, expected", [

@@ -22,7 +22,7 @@ def fill(path) -> tuple[str, str]:
     booking = box.put(m.book(m.header(m.Facility()), m.Appointment(
         "A-1", PATIENT, "DRLEE", dt.datetime(2030, 1, 7, 9), 20, "knee pain")), PATIENT.id)
     box.attempted(booking.id)
-    box.failed(booking.id, "slot 2030-01-07 09:00 with DRLEE is not available")
+    box.failed(booking, "slot 2030-01-07 09:00 with DRLEE is not available")
     box.close()
     return note.control_id, booking.control_id
 
@@ -54,6 +54,6 @@ def test_long_engine_errors_are_cut_short(tmp_path):
     fill(tmp_path / "o.db")
     box = Outbox(tmp_path / "o.db")
     [entry] = box.entries("failed")
-    box.failed(entry.id, "x" * 300)
+    box.failed(entry, "x" * 300)
     table = outbox_table(box.entries(), now=entry.created + 3600)
     assert "x" * 61 not in table and "..." in table and " 60m " in table

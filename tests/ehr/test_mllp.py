@@ -6,13 +6,13 @@ import asyncio
 import datetime as dt
 import json
 import socket
-import subprocess
 import time
 
 import pytest
 
 from asterisk_agent.ehr import messages as m
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, Rejected, client_tls
+from certs import make_ca
 
 FACILITY = m.Facility()
 ANA = m.Patient("MRN1001", "Rivera", "Ana", dt.date(1984, 3, 12))
@@ -180,22 +180,6 @@ async def test_bad_input_never_stops_the_engine(ehr_sim):
     async with MllpClient(settings(ehr_sim.port)) as link:
         assert (await link.send(m.find_patient(m.header(FACILITY), "Rivera", "Ana", None))).code == "AA"
     assert ehr_sim.alive()
-
-
-def make_ca(tmp_path):
-    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
-    sh = f"""
-    set -e; cd {tmp_path}
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
-    for who in server client; do
-      openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
-      printf 'subjectAltName=IP:127.0.0.1' > $who.ext
-      openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext 2>/dev/null
-    done
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 -subj /CN=other 2>/dev/null
-    """
-    subprocess.run(["bash", "-c", sh], check=True, timeout=60)
-    return tmp_path
 
 
 async def test_mutual_tls(start_sim, tmp_path):

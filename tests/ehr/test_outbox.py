@@ -53,7 +53,7 @@ def test_putting_the_same_control_id_twice_keeps_one(tmp_path):
 def test_a_failed_message_steps_aside_for_the_next(tmp_path):
     box = Outbox(tmp_path / "o.db")
     a, b = box.put(booking(0), "MRN1001"), box.put(booking(1), "MRN1001")
-    box.failed(a.id, "slot taken")
+    box.failed(a, "slot taken")
     assert [e.id for e in box.heads()] == [b.id]
     assert [(e.state, e.error) for e in box.entries("failed")] == [("failed", "slot taken")]
 
