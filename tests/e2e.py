@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from pathlib import Path
 
 from asterisk_agent.caller.scenario import run_scenario
 from asterisk_agent.telephony.ari import AriClient
@@ -40,3 +42,28 @@ def wait_clean(cfg, timeout: float = 10.0) -> tuple[list, list]:
 
 
 GREETED = {"expect": "front desk", "timeout": 30}
+
+
+def agent_files(agent, cfg) -> list[Path]:
+    """The agent's log and every file it keeps in its state directory, but the
+    encrypted store and its key (Asterisk's own logs are the site's)."""
+    state = Path(cfg.general.state_dir).expanduser()
+    store = cfg.store_path.name
+    return [agent.log_path] + sorted(
+        p for p in state.rglob("*") if p.is_file()
+        and not p.name.startswith(store) and p != cfg.store_key_path)
+
+
+def phi_leaks(files: list[Path], words: list[str], exact: tuple[str, ...] = ()) -> list[str]:
+    """Where any of `words` (whole words or numbers only: "banana" or a
+    timestamp's digits are no leak) or `exact` strings occur, with the line."""
+    patterns = ([rf"(?<!\w){re.escape(w)}(?!\w)" for w in words]
+                + [re.escape(c) for c in exact])
+    leaks = []
+    for path in files:
+        text = path.read_bytes().decode("latin-1")
+        for pattern in patterns:
+            for m in re.finditer(pattern, text, re.IGNORECASE):
+                line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end())]
+                leaks.append(f"{path.name}: {m.group(0)!r} in: {line[:300]}")
+    return leaks

@@ -13,11 +13,10 @@ import io
 import ipaddress
 import re
 import wave
-from pathlib import Path
 
 import pytest
 
-from e2e import GREETED, call, explain, wait_clean
+from e2e import GREETED, agent_files, call, explain, phi_leaks, wait_clean
 
 
 
@@ -174,22 +173,7 @@ def test_a_booking_call_leaves_no_name_or_birth_date_in_any_log(booking_call, ag
     ids = re.findall(r"call (\d+\.\d+)", booking_call)
     assert ids and any(f"call {i}: end" in booking_call for i in ids), \
         "the agent logged nothing about the call by its channel id:\n" + booking_call[-3000:]
-    files = [agent.log_path]
-    state = Path(sandbox_cfg.general.state_dir).expanduser()
-    # and every other file the agent keeps there but the encrypted store itself
-    store = sandbox_cfg.store_path.name
-    files += sorted(p for p in state.rglob("*") if p.is_file()
-                    and not p.name.startswith(store) and p != sandbox_cfg.store_key_path)
-    # whole words and numbers only: "banana" or a timestamp's digits are no leak
-    patterns = ([rf"(?<!\w){re.escape(p)}(?!\w)" for p in PHI]
-                + [re.escape(c) for c in CALLER_ID])
-    leaks = []
-    for path in files:
-        text = path.read_bytes().decode("latin-1")
-        for pattern in patterns:
-            for m in re.finditer(pattern, text, re.IGNORECASE):
-                line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end())]
-                leaks.append(f"{path.name}: {m.group(0)!r} in: {line[:300]}")
+    leaks = phi_leaks(agent_files(agent, sandbox_cfg), list(PHI), CALLER_ID)
     assert not leaks, f"PHI in {len(leaks)} log line(s):\n" + "\n".join(leaks[:30])
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e import call, explain
+from e2e import agent_files, call, explain, phi_leaks
 from asterisk_agent.caller.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,29 @@ def test_at_least_90_percent_of_the_calls_reach_their_end_state():
     assert share >= TARGET, (f"{share:.0%} of the calls reached their end state "
                              f"(target {TARGET:.0%}); astray:\n"
                              + "\n".join(f"  {k}: {v}" for k, v in astray.items()))
+
+
+def test_no_patient_data_in_any_file_the_agent_wrote_during_the_suite(agent, sandbox_cfg):
+    """After the whole suite: the agent's log and every file it keeps outside the
+    encrypted store hold no patient's name, date of birth, phone number or MRN,
+    and no plaintext recording is left in the recordings directory."""
+    missing = [p.stem for p in SCENARIOS if p.stem not in OUTCOMES]
+    assert not missing, f"run the whole scenario suite first; not run: {missing}"
+    words = []
+    for p in SEED["patients"]:
+        born = p["birth_date"]
+        words += [p["given"], p["family"], p["phone"], p["id"], born.isoformat(),
+                  born.strftime("%m%d%Y"), born.strftime("%Y%m%d")]
+    # and the names as the speech model writes them
+    words += ["Anna", "Maya", "Lindquist"]
+    leaks = phi_leaks(agent_files(agent, sandbox_cfg), words)
+    assert not leaks, f"PHI in {len(leaks)} place(s):\n" + "\n".join(leaks[:30])
+    # a call's recording is taken in a few seconds after it ends
+    deadline = time.monotonic() + 3 * sandbox_cfg.recording.sweep_interval + 10
+    while (left := sorted(sandbox_cfg.recordings_path.glob("*.wav"))) \
+            and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert not left, f"plaintext recordings left behind: {[p.name for p in left]}"
 
 
 # ---- the engine's side
