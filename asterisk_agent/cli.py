@@ -103,6 +103,18 @@ async def _open_llm(cfg: config_mod.Config, facts):
     return None
 
 
+def _config_files(cfg: config_mod.Config) -> dict[str, Path]:
+    """The files whose every change the audit trail records (by the agent's start)."""
+    files = {"practice": cfg.practice_path}
+    if cfg.path is not None:
+        files["config"] = cfg.path
+    if cfg.provider_hours_path is not None:
+        files["provider hours"] = cfg.provider_hours_path
+    for protocol in sorted(cfg.protocols_path.glob("*.yaml")):
+        files[f"protocols/{protocol.name}"] = protocol
+    return files
+
+
 async def _serve_worker(cfg: config_mod.Config) -> int:
     from .agent import Agent
     from .conversation import warm_safety_sounds
@@ -115,6 +127,10 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
     journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
     try:
         services = await load_services(cfg)
+        changed = journal.config_files(_config_files(cfg))
+        if changed:
+            logging.getLogger("asterisk_agent").info(
+                "configuration changed since the last start (audited): %s", ", ".join(changed))
     except BaseException:
         await journal.close()
         raise

@@ -226,6 +226,9 @@ def test_a_booking_call_is_kept_in_the_encrypted_store(booking_call, sandbox_cfg
         assert fmt == "wav" and seconds > 20, (fmt, seconds)  # the whole booking call
         assert any(r.event == "recording.import" and r.call_id == call_id
                    for r in audit.records())
+        # `serve` audits its configuration files the first time it sees them
+        assert any(r.event == "config.change" and "practice" in r.detail["files"]
+                   for r in audit.records())
         assert audit.verify() is None
     assert not (sandbox_cfg.recordings_path / f"{call_id}.wav").exists(), \
         "the plaintext recording was left behind"

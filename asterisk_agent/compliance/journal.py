@@ -16,6 +16,7 @@ what was lost, never with the words, and the call goes on.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -39,6 +40,24 @@ class CallJournal:
         self.audit = AuditLog(store, clock)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._pending: set[asyncio.Future] = set()
+
+    # --- the agent's own configuration ----------------------------------------------
+    def config_files(self, files: dict[str, Path]) -> list[str]:
+        """At start-up: a `config.change` audit record when any of these files
+        (config, practice file, protocols) differs from when the agent last
+        started, naming which; the names of the changed ones.  Blocking."""
+        now = {name: hashlib.sha256(path.read_bytes()).hexdigest()
+               for name, path in sorted(files.items())}
+        with self.store.transaction() as db:
+            row = db.execute("SELECT detail FROM audit WHERE event = 'config.change' "
+                             "ORDER BY seq DESC LIMIT 1").fetchone()
+            before = json.loads(row[0]).get("files", {}) if row and row[0] else {}
+            changed = sorted(n for n in now.keys() | before.keys()
+                             if now.get(n) != before.get(n))
+            if changed:
+                self.audit.write(db, "config.change", ACTOR,
+                                 detail={"files": now, "changed": changed})
+        return changed
 
     # --- what a call reports ------------------------------------------------------
     def call_started(self, call_id: str, caller: str, language: str = "") -> None:

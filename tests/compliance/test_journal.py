@@ -129,3 +129,18 @@ def test_a_finished_recording_is_taken_in_and_the_live_one_left(store, tmp_path)
     assert sorted(p.name for p in spool.iterdir()) == ["c-live.wav"]
     assert store.query("SELECT call_id FROM recordings") == [("c-done",)]
     assert [r.event for r in AuditLog(store).records()] == ["call.start", "recording.import"]
+
+
+def test_a_changed_config_file_is_an_audit_record_at_start(store, tmp_path):
+    conf, practice = tmp_path / "agent.conf", tmp_path / "practice.conf"
+    conf.write_text("[general]\n")
+    practice.write_text("[practice]\nname = A\n")
+    journal = CallJournal(store)
+    files = {"config": conf, "practice": practice}
+    assert journal.config_files(files) == ["config", "practice"]  # the first start
+    assert journal.config_files(files) == []                      # nothing changed
+    practice.write_text("[practice]\nname = B\n")
+    assert journal.config_files(files) == ["practice"]
+    records = [r for r in AuditLog(store).records() if r.event == "config.change"]
+    assert [r.detail["changed"] for r in records] == [["config", "practice"], ["practice"]]
+    journal._writer.shutdown(wait=True)
