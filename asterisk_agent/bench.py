@@ -65,7 +65,7 @@ DEFAULT_CONFIG = Path("etc/sandbox.conf")
 DEFAULT_OUT = Path("docs")
 DEFAULT_CALLS = 5
 LEVELS = (1, 4, 8)
-PARTS = ("calls", "barge-in", "red-flag", "stt", "tts", "ehr")
+PARTS = ("calls", "barge-in", "red-flag", "stt", "tts", "ehr", "audit")
 # the extension that goes straight to the agent (no IVR menu first)
 DIAL = "200"
 # seconds one call may take in all before it is abandoned (its steps time out sooner)
@@ -96,7 +96,10 @@ TARGETS = (
     ("red flag to transfer, max", ("red_flag_ms", "max"), 1500.0),
     ("WER, default engine", ("stt", "@default", "wer"), 0.15),
     ("EHR booking p95", ("ehr_booking_ms", "p95"), 50.0),
+    ("audit verify, 1M records, s", ("audit", "verify_s"), 30.0),
 )
+# audit records chained into a fresh encrypted store, then verified
+AUDIT_RECORDS = 1_000_000
 # bookings (SRM^S01 -> SRR^S01) timed against the simulated interface engine
 EHR_BOOKINGS = 300
 
@@ -485,6 +488,11 @@ def format_report(report: dict) -> str:
                     f"message starts on the way to the on-call): p50 {_fmt(r['p50'])}  "
                     f"max {_fmt(r['max'])}  n {r['n']}, not transferred {r['not_transferred']}"]
     out += _speech_lines(report)
+    a = report.get("audit")
+    if a:
+        out += ["", f"Audit trail: {a['records']} records written in {_fmt(a['write_s'], 1)} s, "
+                    f"verified in {_fmt(a['verify_s'], 1)} s "
+                    f"({'intact' if a['intact'] else 'BROKEN'}); store {_fmt(a['store_mb'], 1)} MB"]
     mem = report.get("memory") or {}
     if mem:
         out += ["", f"Agent worker memory: idle {_fmt(mem.get('idle_rss_mb'))} MB, peak "
@@ -1081,6 +1089,37 @@ def typical_first_sentence(cfg: config.Config) -> str:
     return split_sentences(first.respond(TURNS[0].say, facts, facts.now()).text)[0]
 
 
+def bench_audit(records: int) -> dict:
+    """`audit verify` over a chain of `records` call events in a fresh encrypted
+    store (written in batches as the agent would over months): seconds to write,
+    seconds to verify."""
+    from asterisk_agent.compliance.audit import AuditLog
+    from asterisk_agent.compliance.store import open_store, write_key_file
+
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        key = Path(tmp) / "store.key"
+        write_key_file(key)
+        with open_store(Path(tmp) / "store.db", key) as store:
+            audit = AuditLog(store)
+            t0 = time.perf_counter()
+            for start in range(0, records, 10_000):
+                with store.transaction() as db:
+                    for i in range(start, min(start + 10_000, records)):
+                        call = f"{1_700_000_000 + i // 2}.{i % 97}"
+                        if i % 2:
+                            audit.write(db, "call.end", "agent", call_id=call,
+                                        detail={"outcome": "hangup"})
+                        else:
+                            audit.write(db, "call.start", "agent", call_id=call)
+            written = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            problem = audit.verify()
+            verified = time.perf_counter() - t0
+            size = sum(p.stat().st_size for p in Path(tmp).glob("store.db*"))
+    return {"records": records, "write_s": round(written, 1), "verify_s": round(verified, 1),
+            "intact": problem is None, "store_mb": round(size / 2**20, 1)}
+
+
 async def bench_ehr(cfg: config.Config, bookings: int) -> dict:
     """SRM^S01 -> SRR^S01 round trips on one loopback MLLP connection to the
     simulated interface engine (its own process), which validates each booking
@@ -1255,6 +1294,10 @@ def run_bench(opts: Options) -> dict:
         mark("ehr")
         _progress(f"EHR: {EHR_BOOKINGS} bookings against tools/ehr-sim")
         report["ehr_booking_ms"] = asyncio.run(bench_ehr(cfg, EHR_BOOKINGS))
+    if "audit" in opts.parts and time.monotonic() < deadline:
+        mark("audit")
+        _progress(f"audit: {AUDIT_RECORDS} records chained, then verified")
+        report["audit"] = bench_audit(AUDIT_RECORDS)
     marks.append(("end", cpu_times()))
     report["cpu_steal_pct"] = {part: steal_pct(t0, t1)
                                for (part, t0), (_, t1) in zip(marks, marks[1:])}

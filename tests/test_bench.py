@@ -299,3 +299,13 @@ def test_cpu_steal_is_the_hosts_share_of_the_time_in_between():
     assert before == (1000, 50) and after == (2000, 200)
     assert bench.steal_pct(before, after) == 15.0
     assert bench.steal_pct(after, after) is None
+
+
+def test_the_audit_part_chains_a_real_store_and_verifies_it():
+    result = bench.bench_audit(500)
+    assert result["records"] == 500 and result["intact"] is True
+    assert result["write_s"] >= 0 and result["verify_s"] >= 0 and result["store_mb"] > 0
+    text = bench.format_report({"audit": result, "targets": bench.check_targets(
+        {"audit": dict(result, verify_s=31.0)})})
+    assert "Audit trail: 500 records" in text and "intact" in text
+    assert "audit verify, 1M records, s" in text and "MISSED" in text

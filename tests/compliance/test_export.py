@@ -247,7 +247,8 @@ def run(conf: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
                           cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=60)
 
 
-def test_audit_export_and_verify_export_from_the_command_line(tmp_path):
+def cli_site(tmp_path) -> tuple[Path, Path]:
+    """A config, a store with three users and one call, and carol's credentials file."""
     key, creds, conf = tmp_path / "store.key", tmp_path / "creds", tmp_path / "agent.conf"
     conf.write_text(f"[general]\nstate_dir = {tmp_path / 'state'}\n\n[compliance]\n"
                     f"key_file = {key}\ncredentials_file = {creds}\n")
@@ -263,6 +264,11 @@ def test_audit_export_and_verify_export_from_the_command_line(tmp_path):
         add_call(store, AuditLog(store, clock=clock), clock, "c1", DAY1 + 3600, "MRN100")
     creds.write_text("carol:carol password 2\n")
     creds.chmod(0o600)
+    return conf, creds
+
+
+def test_audit_export_and_verify_export_from_the_command_line(tmp_path):
+    conf, creds = cli_site(tmp_path)
     out = tmp_path / "export"
     args = ("audit", "export", "--from", "2025-12-31", "--to", "2026-01-02", "--out", str(out))
     done = run(conf, *args, "--format", "csv")
@@ -282,3 +288,25 @@ def test_audit_export_and_verify_export_from_the_command_line(tmp_path):
     done = run(conf, *args[:-1], str(tmp_path / "by-auditor"))
     assert done.returncode == 2 and "needs the role compliance" in done.stderr
     assert not (tmp_path / "by-auditor").exists()
+
+
+def test_concurrent_exports_into_one_directory_leave_one_whole_export(tmp_path):
+    conf, _ = cli_site(tmp_path)
+    out = tmp_path / "export"
+    args = [sys.executable, "-m", "asterisk_agent", "-c", str(conf), "audit", "export",
+            "--from", "2025-12-31", "--to", "2026-01-02"]
+    runs = [subprocess.Popen(args + ["--out", str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    # and one into a directory of its own, at the same time
+    runs.append(subprocess.Popen(args + ["--out", str(tmp_path / "own")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(120), p.communicate()) for p in runs]
+    same = results[:3]
+    assert sorted(rc for rc, _ in same) == [0, 2, 2], results
+    for rc, (_, err) in same:
+        if rc:
+            assert "appeared while exporting" in err or "is not empty" in err, err
+    assert results[3][0] == 0, results[3]
+    for d in (out, tmp_path / "own"):
+        done = run(conf, "audit", "verify-export", str(d))
+        assert done.returncode == 0 and "export intact" in done.stdout, done.stdout + done.stderr

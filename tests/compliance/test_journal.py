@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import subprocess
+
+import pytest
 
 
 from asterisk_agent.compliance.audit import AuditLog
@@ -144,3 +148,44 @@ def test_a_changed_config_file_is_an_audit_record_at_start(store, tmp_path):
     records = [r for r in AuditLog(store).records() if r.event == "config.change"]
     assert [r.detail["changed"] for r in records] == [["config", "practice"], ["practice"]]
     journal._writer.shutdown(wait=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 2 MiB (tmpfs, mounted here), to fill up."""
+    if os.geteuid() != 0:
+        pytest.fail("mounting a small file system needs root (tools/test runs as root)")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_loses_no_record_already_written_and_says_so(small_disk, tmp_path, caplog):
+    from asterisk_agent.compliance.store import open_store, write_key_file
+
+    key = tmp_path / "store.key"
+    write_key_file(key)
+    store = open_store(small_disk / "store.db", key)
+
+    async def calls():
+        journal = CallJournal(store)
+        journal.call_started("kept", "")
+        journal.turn("kept", "caller", "before the disk filled")
+        await journal.flush()
+        # then turns until the file system is full: each failure is logged, the call goes on
+        for i in range(4000):
+            journal.turn("kept", "caller", os.urandom(512).hex())
+        journal.call_ended("kept", "hangup")
+        await journal.flush()
+        journal._writer.shutdown(wait=True)
+    asyncio.run(calls())
+    assert "not written to the store: database or disk is full" in caplog.text
+    store.close()
+    # opened again on the still-full disk: everything written before is there,
+    # and each failed write was rolled back whole, its audit record with it
+    with open_store(small_disk / "store.db", key) as again:
+        assert again.query("SELECT transcript FROM turns WHERE call_id = 'kept' ORDER BY id "
+                           "LIMIT 1") == [("before the disk filled",)]
+        assert AuditLog(again).verify() is None
