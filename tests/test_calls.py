@@ -208,7 +208,8 @@ def test_a_booking_call_is_kept_in_the_encrypted_store(booking_call, sandbox_cfg
         assert len(screened) == len(spoken) and not any(u for (u,) in screened), screened
         audit = AuditLog(store)
         events = [r.event for r in audit.records() if r.call_id == call_id]
-        assert events == ["call.start", "call.end"], events
+        # (the recording's import may already have followed)
+        assert events[:2] == ["call.start", "call.end"], events
         assert any(r.event == "ehr.message" and r.patient == "MRN1001"
                    and r.detail.get("kind", "").startswith("SRM^S01")
                    for r in audit.records()), "no audit record of the booking's message"
