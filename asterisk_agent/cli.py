@@ -127,7 +127,7 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
     journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
     try:
         services = await load_services(cfg)
-        changed = journal.config_files(_config_files(cfg))
+        changed = await asyncio.to_thread(journal.config_files, _config_files(cfg))
         if changed:
             logging.getLogger("asterisk_agent").info(
                 "configuration changed since the last start (audited): %s", ", ".join(changed))

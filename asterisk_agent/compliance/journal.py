@@ -4,8 +4,8 @@ A call is a row in `calls`; what was said both ways are rows in `turns`
 (the caller's words as transcribed, the agent's as the caller heard them);
 every screening of a caller turn is a row in `screen_results`; the start and
 the end of the call are audit records; the call's recording, once Asterisk
-has finished it, a row in `recordings` (compliance/recordings.py).  Nothing of this goes to the plain
-logs (compliance/redact.py keeps it out of them).
+has finished it, a row in `recordings` (compliance/recordings.py).  Nothing
+of this goes to the plain logs (compliance/redact.py keeps it out of them).
 
 Writes happen on one thread of their own, in the order they were asked for:
 a commit waits for the disk (synchronous = FULL), and the call's coroutine
@@ -127,9 +127,13 @@ class CallJournal:
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
+        """Write what is asked for and end the writer; the store stays open."""
         await self.flush()
         self._writer.shutdown(wait=True)
+
+    async def close(self) -> None:
+        await self.stop()
         self.store.close()
 
 

@@ -35,8 +35,7 @@ def test_a_call_is_kept_with_its_turns_screen_results_and_audit_records(store):
                          Finding(True, "chest_pain", "emergency", "chest pain", name="chest pain"))
         journal.turn("1700000000.1", "agent", "Please hang up and", interrupted=True)
         journal.call_ended("1700000000.1", "urgent, sent to the on-call")
-        await journal.flush()
-        journal._writer.shutdown(wait=True)  # the store stays open for the checks
+        await journal.stop()  # the store stays open for the checks
     asyncio.run(a_call())
 
     (call,) = store.query("SELECT id, caller, language, outcome, ended > started FROM calls")
@@ -72,8 +71,7 @@ def test_a_failed_write_is_logged_and_the_call_goes_on(store, caplog):
         # a turn for a call the store never heard of: the foreign key refuses it
         journal.turn("no-such-call", "caller", "Zebulon")
         journal.call_started("c2", "")
-        await journal.flush()
-        journal._writer.shutdown(wait=True)
+        await journal.stop()
     asyncio.run(a_call())
     assert "no-such-call: a caller turn not written to the store" in caplog.text
     assert "Zebulon" not in caplog.text
@@ -126,7 +124,7 @@ def test_a_finished_recording_is_taken_in_and_the_live_one_left(store, tmp_path)
         journal = CallJournal(store)
         journal.call_started("c-done", "")
         done = await journal.take_recordings(spool, live={"c-live"})
-        journal._writer.shutdown(wait=True)
+        await journal.stop()
         return done
     done = asyncio.run(look())
     assert [(r.call_id, round(r.seconds)) for r in done.imported] == [("c-done", 3)]
@@ -147,7 +145,7 @@ def test_a_changed_config_file_is_an_audit_record_at_start(store, tmp_path):
     assert journal.config_files(files) == ["practice"]
     records = [r for r in AuditLog(store).records() if r.event == "config.change"]
     assert [r.detail["changed"] for r in records] == [["config", "practice"], ["practice"]]
-    journal._writer.shutdown(wait=True)
+    asyncio.run(journal.stop())
 
 
 @pytest.fixture
@@ -178,8 +176,7 @@ def test_a_full_disk_loses_no_record_already_written_and_says_so(small_disk, tmp
         for i in range(4000):
             journal.turn("kept", "caller", os.urandom(512).hex())
         journal.call_ended("kept", "hangup")
-        await journal.flush()
-        journal._writer.shutdown(wait=True)
+        await journal.stop()
     asyncio.run(calls())
     assert "not written to the store: database or disk is full" in caplog.text
     store.close()
