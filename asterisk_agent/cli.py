@@ -86,6 +86,7 @@ async def _open_llm(cfg: config_mod.Config, facts):
     """The [llm] model, loaded and warmed up with the practice facts; None for
     engine = none or when it cannot run (logged: the agent still takes calls)."""
     from .dialog.llm import LlmError, open_language_model, practice_facts
+    from .dialog.receptionist import MAPPING_TRIALS
 
     log = logging.getLogger("asterisk_agent")
     if cfg.llm.engine == "none":
@@ -94,7 +95,7 @@ async def _open_llm(cfg: config_mod.Config, facts):
     try:
         return await open_language_model(
             cfg.llm, {language: practice_facts(facts, language)
-                      for language in cfg.general.languages})
+                      for language in cfg.general.languages}, choices=MAPPING_TRIALS)
     except LlmError as exc:
         log.error("language model unavailable, answering with fixed phrasing only: %s", exc)
     except Exception as exc:  # an optional part: it never stops the agent

@@ -230,6 +230,14 @@ class Llm:
     timeout: float = 3.0
     # requests that may wait for the model; more get the fixed phrasing at once
     queue: int = 4
+    # the model rewords the fixed replies (yes, no, or auto: when a trial at
+    # start-up keeps the facts within the timeout).  Only the sentences after the
+    # first, while the first plays, so it never adds silence
+    phrase: str = "auto"
+    # the model maps words the rules did not understand onto the flow's choices
+    # (which visit, which day, which medication) through a JSON grammar (yes, no,
+    # or auto: when a trial at start-up answers right within the timeout)
+    extract: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,10 @@ class Compliance:
     # the store's key: 64 hex digits (32 random bytes) made by `asterisk-agent keys
     # init`, owned by root or the agent's user, mode 0600 (relative to this file)
     key_file: Path = Path("/etc/asterisk-agent/store.key")
+    # the key as a systemd credential of this name (LoadCredential= in the unit):
+    # when the agent runs under systemd, the key is read from the credential,
+    # which only the service can read; commands run from a shell use key_file
+    key_credential: str = ""
     # for automation: a file with one line NAME:PASSWORD that compliance commands
     # log in with instead of prompting, mode 0600 (empty: always prompt)
     credentials_file: Path = Path("")
@@ -350,6 +362,12 @@ class Config:
 
     @property
     def store_key_path(self) -> Path:
+        """The key: the systemd credential when the service was given one
+        ([compliance] key_credential, under $CREDENTIALS_DIRECTORY), else key_file."""
+        name = self.compliance.key_credential
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY", "")
+        if name and credentials:
+            return Path(credentials) / name
         return self.beside_config(self.compliance.key_file)
 
     @property
@@ -381,6 +399,8 @@ _CHOICES = {
     ("general", "log_level"): ("debug", "info", "warning", "error"),
     ("ehr", "slots_from"): ("query", "feed"),
     ("llm", "engine"): ("llama.cpp", "openai", "none"),
+    ("llm", "phrase"): ("auto", "yes", "no"),
+    ("llm", "extract"): ("auto", "yes", "no"),
     ("logging", "format"): ("console", "json"),
 }
 
@@ -512,6 +532,9 @@ def _check(cfg: Config) -> None:
     if cfg.dialog.max_id_failures < 1 or cfg.dialog.max_misses < 1:
         raise ConfigError("[dialog] max_id_failures and max_misses must be at least 1",
                           cfg.path, None)
+    if c.key_credential and (c.key_credential in (".", "..") or "/" in c.key_credential):
+        raise ConfigError(f"[compliance] key_credential {c.key_credential!r}: a credential "
+                          "name, as in LoadCredential=NAME:PATH (no '/')", cfg.path, None)
     if c.password_min_length < 8:
         raise ConfigError("[compliance] password_min_length must be at least 8", cfg.path, None)
     if c.retention_days < 1:

@@ -18,9 +18,10 @@ import hashlib
 import logging
 import os
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from .dialog import first, phrases
 from .dialog.first import Action, Reply
@@ -65,7 +66,8 @@ async def converse(call: CallLeg, s: Services) -> None:
                 note(call, s, Line("agent", reply.text))
                 await call.transfer_urgent(await safety_sound(s, reply.text, language))
                 return
-            await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE)
+            await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE,
+                        reword=rewording(s, language) if reply.action is Action.CONTINUE else None)
             if reply.action is Action.OPERATOR:
                 await call.transfer_to_operator()
                 return
@@ -75,6 +77,14 @@ async def converse(call: CallLeg, s: Services) -> None:
     finally:
         ears.stop()
         voice.drop()
+
+
+def rewording(s: Services, language: str) -> Reword | None:
+    """The language model's rewording of replies, when [llm] phrase has it on."""
+    llm = s.llm
+    if llm is None or not llm.phrases_replies:
+        return None
+    return lambda text, budget: llm.phrase(text, language, timeout=budget)
 
 
 def call_language(call: CallLeg, s: Services) -> str:
@@ -261,24 +271,55 @@ class Voice:
         self._ahead.clear()
 
 
+# A reworded rest of a reply must be back this long before the first sentence
+# ends, so its own first sentence is synthesized in time (hibari: ~60 ms)
+REWORD_LEAD_S = 0.3
+
+# (the text after a reply's first sentence, seconds left) -> the model's rewording or None
+Reword = Callable[[str, float], Awaitable["str | None"]]
+
+
+def sound_seconds(path: Path) -> float:
+    """How long a synthesized sentence plays (its WAV header)."""
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes() / w.getframerate()
+
+
+async def reworded(rest: list[str], reword: Reword, budget: float) -> list[str]:
+    """The sentences after a reply's first, as the language model rewords them in
+    `budget` seconds (while the first plays); unchanged when it is slower or its
+    rewording is refused (dialog/guard.py), so a reword never adds silence."""
+    if budget <= 0.1:
+        return rest
+    new = await reword(" ".join(rest), budget)
+    return split_sentences(new) if new else rest
+
+
 async def speak(call: CallLeg, voice: Voice, ears: "Listener", text: str,
-                interruptible: bool = True) -> None:
+                interruptible: bool = True, reword: Reword | None = None) -> None:
     """Say text sentence by sentence: each plays while the next is synthesized.
 
     When the caller barges in, the rest is dropped, and the history records
     only the sentences the caller heard (the cut one marked as interrupted).
+    With `reword`, what follows the first sentence is said as the language
+    model rewords it while the first plays ([llm] phrase).
     """
     sentences = split_sentences(text)
     queued: list[Playback] = []
     ears.speaking(queued if interruptible else None)
     try:
-        for sentence in sentences:
+        i = 0
+        while i < len(sentences):
             if ears.barged_in:
                 break
-            path = await voice.sound_file(sentence)
+            path = await voice.sound_file(sentences[i])
             if ears.barged_in:
                 break
             queued.append(await call.play(path))
+            if i == 0 and reword is not None and len(sentences) > 1:
+                sentences[1:] = await reworded(sentences[1:], reword,
+                                               sound_seconds(path) - REWORD_LEAD_S)
+            i += 1
         for pb in queued:
             await pb.done.wait()
         if call.gone.is_set():

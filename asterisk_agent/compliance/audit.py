@@ -36,7 +36,7 @@ GENESIS = "0" * 64
 EVENTS = frozenset({
     "call.start", "call.end",
     "transcript.access",
-    "ehr.message",
+    "ehr.message", "ehr.outbox.read",
     "config.change",
     "login", "login.failed", "access.denied",
     "export", "purge",

@@ -116,6 +116,20 @@ def _login(cfg: config.Config, users: Users, args, command: str) -> User:
     return users.authenticate(name, password, command)
 
 
+def login_for(cfg: config.Config, store: Store, args, command: str,
+              permission: str) -> tuple[AuditLog, User]:
+    """Log in (--user, or [compliance] credentials_file) for a command of another
+    part of the CLI that needs `permission`; both the login and a refusal are
+    audited.  AuthError when refused."""
+    audit = AuditLog(store)
+    c = cfg.compliance
+    users = Users(store, audit, LoginPolicy(c.login_max_failures, c.login_window,
+                                            c.password_min_length))
+    user = _login(cfg, users, args, command)
+    _authorize(audit, user, permission)
+    return audit, user
+
+
 def _authorize(audit: AuditLog, user: User, permission: str) -> None:
     """require(), with a refusal kept in the audit trail."""
     try:

@@ -82,8 +82,14 @@ def _is_phone(text: str) -> bool:
     return not _SPARED.fullmatch(text) and sum(c.isdigit() for c in text) >= 7
 
 
+# a count with its unit after it is a size or a duration, not a phone number
+_UNIT_AFTER = re.compile(r"\s*(?:bytes|B|KiB|MiB|kB|MB|ms|frames|samples|records|rows)\b")
+
+
 def _phone(m: re.Match) -> str:
-    return REDACTED if _is_phone(m.group(0)) else m.group(0)
+    if not _is_phone(m.group(0)) or _UNIT_AFTER.match(m.string, m.end()):
+        return m.group(0)
+    return REDACTED
 
 
 class _Registry:
@@ -126,6 +132,16 @@ class _Registry:
             return self._pattern
 
 
+# What phones and PBXs put in a caller-ID name when there is no name, and words
+# of the agent's own log lines: registered as a caller's name they would blank
+# every line that says "caller" or "unknown", and hide nobody
+_NOT_NAMES = frozenset({
+    "anonymous", "unknown", "unavailable", "private", "restricted", "withheld", "caller",
+    "asterisk", "agent", "operator", "wireless caller", "out of area", "no caller id",
+    "desconocido", "privado", "anonimo", "anónimo",
+})
+
+
 def _forms(value: Any) -> list[str]:
     """The ways a remembered value may be written: a name also word by word, a
     date in the forms people and keypads use, a number with its punctuation."""
@@ -141,8 +157,11 @@ def _forms(value: Any) -> list[str]:
     text = " ".join(str(value).split()).casefold()
     if len(text) < MIN_REMEMBERED_LEN:
         return []
+    if text in _NOT_NAMES:
+        return []
     forms = [text]
-    words = [w for w in re.split(r"[\s,]+", text) if len(w) >= MIN_REMEMBERED_LEN]
+    words = [w for w in re.split(r"[\s,]+", text)
+             if len(w) >= MIN_REMEMBERED_LEN and w not in _NOT_NAMES]
     if len(words) > 1:
         forms += words
     digits = re.sub(r"\D", "", text)

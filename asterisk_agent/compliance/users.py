@@ -29,7 +29,7 @@ ROLES = ("admin", "compliance", "auditor")
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"users.manage", "audit.verify"}),
     "compliance": frozenset({"audit.show", "audit.verify", "audit.export", "retention.purge",
-                             "transcripts.read"}),
+                             "transcripts.read", "outbox.read"}),
     "auditor": frozenset({"audit.show", "audit.verify"}),
 }
 

@@ -6,7 +6,8 @@ prompt, another patient's records).  `reject_reason()` checks a reply before a
 caller hears it: no medical advice or diagnosis, no talk about a patient, no
 number, time, price, policy or name that the practice facts do not hold, nothing
 that echoes an injection.  `ungrounded()` finds extracted slot values the
-caller never said, `dropped_facts()` what a rephrasing lost.  A rejected reply
+caller never said, `dropped_facts()` what a rephrasing lost and
+`meaning_changed()` whether it says something else.  A rejected reply
 is dropped and the caller hears the fixed phrasing instead, so every check here
 errs on the side of rejecting.  Known limit: a number is checked against all
 the facts, not the day it belongs to ("open at 8 on Saturday" passes when any
@@ -314,6 +315,40 @@ def dropped_facts(original: str, rephrased: str, language: str = "en") -> list[s
     lost += [d for d in _DAY_WORDS if d in _fold(original).split() and d not in said]
     lost += sorted(n for n in _names(original) if n not in said)
     return lost
+
+
+# words whose presence or absence turns what the caller is told around: a
+# rephrasing may not add an outcome ("booked" for "recorded, the office will
+# confirm") nor drop a "not"
+_OUTCOME_RE = re.compile(
+    r"\b(?:booked|scheduled|reserved|cancell?ed|moved|rescheduled|confirmed|sent|done|"
+    r"approved|ready|reservad[ao]s?|programad[ao]s?|cancelad[ao]s?|confirmad[ao]s?|"
+    r"enviad[ao]s?|aprobad[ao]s?|listo|lista|movid[ao]s?)\b")
+_NEGATION_RE = re.compile(r"\b(?:not|no|never|cannot|can't|cant|don't|dont|didn't|didnt|"
+                          r"won't|wont|isn't|isnt|aren't|arent|nothing|none|nunca|nada|ningun"
+                          r"|ninguna|tampoco)\b")
+
+
+def meaning_changed(original: str, rephrased: str, language: str = "en") -> str | None:
+    """Why a rephrasing of a fixed reply says something else, or None.
+
+    Facts kept (`dropped_facts`) is not enough: a question must stay a question
+    (the flow waits for its answer), no outcome the original does not state may
+    appear, and a negation may not go missing.
+    """
+    if lost := dropped_facts(original, rephrased, language):
+        return f"facts dropped: {lost}"
+    if original.rstrip().endswith("?") != rephrased.rstrip().endswith("?"):
+        return "a question turned into a statement, or the other way round"
+    before, after = _fold(original), _fold(rephrased)
+    added = set(_OUTCOME_RE.findall(after)) - set(_OUTCOME_RE.findall(before))
+    if added:
+        return f"an outcome the original does not state: {sorted(added)}"
+    if len(_NEGATION_RE.findall(after)) < len(_NEGATION_RE.findall(before)):
+        return "a negation went missing"
+    if len(rephrased) > 2 * len(original) + 40:
+        return "much longer than the original"
+    return None
 
 
 _REFUSAL_RE = re.compile(

@@ -30,8 +30,8 @@ from . import guard, phrases
 from .llm_model import LlmError, locate
 from .practice import DAYS, Practice
 
-__all__ = ["Answer", "DECLINE", "LanguageModel", "LlmError", "REFUSAL", "build_engine",
-           "open_language_model", "practice_facts"]
+__all__ = ["Answer", "DECLINE", "Example", "LanguageModel", "LlmError", "REFUSAL", "Trial",
+           "build_engine", "open_language_model", "practice_facts"]
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +357,25 @@ class OpenAiEngine:
 
 # --- the interface the dialog uses --------------------------------------------------
 
+# The start-up trials: a model rewords replies, or maps words onto choices, only
+# once it has done so right within the caller's timeout on this machine.
+_TRIAL_PHRASE = ("Thank you. I have Tuesday at 9 AM or Thursday at 2 PM with Doctor Lee. "
+                 "Which one would you like?")
+# (the caller's words, the JSON schema, the right answer): what a trial of one
+# kind of choice is made of (the dialog that maps the choices supplies them)
+Example = tuple[str, dict, dict]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """How a model did at one task on a fixed example at start-up."""
+
+    task: str        # "phrase" or "extract"
+    passed: bool
+    ms: float        # the timed attempt
+    why: str         # what went wrong, when it did not pass
+
+
 @dataclass(frozen=True)
 class Answer:
     """The model's answer to a practice question, and the path that gave it."""
@@ -381,6 +400,11 @@ class LanguageModel:
         self.engine = engine
         self.max_tokens = max_tokens
         self.timeout = timeout
+        # set from [llm] phrase and extract (auto: by trials, see decide()):
+        # whether replies are reworded, and the kinds of choice words are mapped onto
+        self.phrases_replies = False
+        self.maps: frozenset[str] = frozenset()
+        self._trials: asyncio.Task | None = None
 
     @property
     def name(self) -> str:
@@ -391,7 +415,40 @@ class LanguageModel:
         await self.engine.start("answer-en")
 
     async def close(self) -> None:
+        if self._trials is not None:
+            self._trials.cancel()
+            await asyncio.gather(self._trials, return_exceptions=True)
         await self.engine.close()
+
+    def decide(self, phrase: str = "no", extract: str = "no",
+               choices: Mapping[str, list[Example]] | None = None) -> None:
+        """Turn rewording and the mapping of words onto choices on or off ([llm]
+        phrase, extract: yes, no or auto).  `choices`: each kind of choice and the
+        examples its trial is made of.  Auto runs the trials in the background, one
+        a kind: until one passes, callers get the fixed phrasing and the rules alone."""
+        choices = dict(choices or {})
+        self.phrases_replies = phrase == "yes"
+        self.maps = frozenset(choices) if extract == "yes" else frozenset()
+        tasks = ([("phrase", [])] if phrase == "auto" else []) + (
+            list(choices.items()) if extract == "auto" else [])
+        if tasks:
+            self._trials = asyncio.ensure_future(self._run_trials(tasks))
+
+    async def _run_trials(self, tasks: list[tuple[str, list[Example]]]) -> None:
+        for task, examples in tasks:
+            try:
+                result = await self.trial(task, examples)
+            except Exception as exc:  # a failed trial leaves the task off, never the agent
+                log.warning("language model: the %s trial failed (%s); left off", task, exc)
+                continue
+            if task == "phrase":
+                self.phrases_replies = result.passed
+            elif result.passed:
+                self.maps |= {task}
+            log.info("language model: %s %s (trial %.0f ms%s)",
+                     "rewording replies" if task == "phrase" else f"mapping words onto {task}",
+                     "on" if result.passed else "off", result.ms,
+                     f": {result.why}" if result.why else "")
 
     async def _chat(self, kind: str, system: str, user: str, schema: dict | None = None,
                     max_tokens: int | None = None, timeout: float | None = None) -> str | None:
@@ -448,7 +505,8 @@ class LanguageModel:
             return Answer(None, "fallback")
         return Answer(reply, "llm")
 
-    async def extract(self, text: str, schema: dict) -> dict | None:
+    async def extract(self, text: str, schema: dict,
+                      timeout: float | None = None) -> dict | None:
         """Slots from the caller's words as a dict valid against the JSON schema, or None.
 
         The model writes under a grammar made from the schema; the result is still
@@ -457,7 +515,8 @@ class LanguageModel:
         validator = _validator(schema)
         reply = await self._chat("extract",
                                  _EXTRACT.format(schema=json.dumps(schema, separators=(",", ":"))),
-                                 text.strip(), schema=schema, max_tokens=max(self.max_tokens, 96))
+                                 text.strip(), schema=schema, max_tokens=max(self.max_tokens, 96),
+                                 timeout=timeout)
         if reply is None:
             return None
         try:
@@ -476,21 +535,50 @@ class LanguageModel:
             return None
         return value
 
-    async def phrase(self, text: str, language: str = "en") -> str | None:
+    async def phrase(self, text: str, language: str = "en",
+                     timeout: float | None = None) -> str | None:
         """The fixed reply said more naturally, with the same facts, or None."""
         language = language if language in REFUSAL else "en"
         reply = await self._chat(f"phrase-{language}",
-                                 _PHRASE.format(language=_IN_LANGUAGE[language]), text.strip())
+                                 _PHRASE.format(language=_IN_LANGUAGE[language]), text.strip(),
+                                 timeout=timeout)
         if reply is None:
             return None
         reply = _sentences(reply.strip().strip('"'), 3)
         if reason := guard.reject_reason(reply, text, language=language):
             log.info("language model: phrasing rejected (%s)", _gist(reason))
             return None
-        if lost := guard.dropped_facts(text, reply, language):
-            log.info("language model: phrasing lost %d fact(s)", len(lost))
+        if reason := guard.meaning_changed(text, reply, language):
+            log.info("language model: phrasing rejected (%s)", _gist(reason))
             return None
         return reply
+
+    async def trial(self, task: str, examples: list[Example] = ()) -> Trial:
+        """Whether this model, on this machine, does `task` right within its
+        timeout: "phrase" (reword a fixed reply, the guard accepting it) or a kind of
+        choice to map words onto, tried on `examples` (words, JSON schema, the right
+        answer).  Each is tried once untimed (the first request of a kind reads its
+        instructions, seconds), then timed; every one must come out right."""
+        if task == "phrase":
+            tries = [(lambda t=None: self.phrase(_TRIAL_PHRASE, timeout=t),
+                      lambda out: out is not None)]
+        else:
+            if not examples:
+                raise ValueError(f"no examples to try {task!r} on")
+            tries = [(lambda t=None, w=words, sc=schema: self.extract(w, sc, t),
+                      lambda out, want=want: out == want) for words, schema, want in examples]
+        await tries[0][0](max(self.timeout, 60.0))
+        slowest = 0.0
+        for attempt, right in tries:
+            started = time.monotonic()
+            out = await attempt()
+            ms = (time.monotonic() - started) * 1000
+            slowest = max(slowest, ms)
+            if out is None and ms >= self.timeout * 1000 * 0.95:
+                return Trial(task, False, slowest, f"slower than the timeout of {self.timeout:g} s")
+            if not right(out):
+                return Trial(task, False, slowest, "answered wrong or was refused by the guard")
+        return Trial(task, True, slowest, "")
 
 
 def _validator(schema: dict) -> Any:
@@ -518,10 +606,14 @@ def build_engine(cfg: config.Llm, cache_dir: Path | None = None) -> _Engine | No
 
 
 async def open_language_model(cfg: config.Llm, facts: Mapping[str, str] | None = None,
-                              cache_dir: Path | None = None) -> LanguageModel | None:
+                              cache_dir: Path | None = None,
+                              choices: Mapping[str, list[Example]] | None = None
+                              ) -> LanguageModel | None:
     """Build, load and warm up the configured model (None for engine = none).
 
-    `facts` (language -> practice facts text) are read in ahead of the first call.
+    `facts` (language -> practice facts text) are read in ahead of the first call;
+    `choices` are the kinds of choice the dialog may ask it to map words onto, with
+    the examples of their trials ([llm] extract = auto).
     Joining the default model the first time and loading it run off the event loop.
     """
     loop = asyncio.get_running_loop()
@@ -534,4 +626,5 @@ async def open_language_model(cfg: config.Llm, facts: Mapping[str, str] | None =
     for language, text in (facts or {}).items():
         await model.prepare(text, language)
     log.info("language model: %s", model.name)
+    model.decide(cfg.phrase, cfg.extract, choices)
     return model

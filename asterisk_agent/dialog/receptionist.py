@@ -45,6 +45,54 @@ OFFERS = 3
 OFFER_SPREAD = dt.timedelta(minutes=90)
 # practice questions a caller may ask in the middle of a flow
 SIDE_QUESTIONS = ("hours", "address", "phone", "parking")
+# Words the rules did not understand may be mapped by the language model onto
+# the choice the flow waits on ([llm] extract): state -> the kind of choice.
+# ask_drug maps before "not on your list"; identity, yes/no and messages never.
+MAPPED_STATES = {"idle": "request", "ask_when": "when", "offer": "time",
+                 "which_appointment": "time", "ask_drug": "medication"}
+# what a caller may want, as the model chooses it -> the flow
+MAPPED_FLOWS = {"book a new appointment": "book", "cancel an appointment": "cancel",
+                "move an appointment to another time": "reschedule",
+                "refill a prescription": "refill", "leave a message for the office": "message"}
+_WHEN_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "today", "tomorrow"]
+
+
+def choice_schema(kind: str, options: list[str] = ()) -> dict:
+    """The JSON schema the model fills for a kind of choice: one enum a field (null
+    for none), so it can only pick among real options."""
+    def one_of(values) -> dict:
+        return {"enum": [*values, None]}
+    if kind == "request":
+        properties = {"request": one_of(MAPPED_FLOWS)}
+    elif kind == "when":
+        properties = {"day": one_of(_WHEN_DAYS), "part_of_day": one_of(["morning", "afternoon"])}
+    elif kind in ("time", "medication"):
+        properties = {"choice": one_of(options)}
+    else:
+        raise ValueError(f"no such kind of choice: {kind!r}")
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+_TIMES = ["Tuesday the 8th at 9 AM with Doctor Lee", "Wednesday the 9th at 2 PM with Doctor Ortiz",
+          "Thursday the 10th at 10 AM with Doctor Lee"]
+_MEDS = ["Lisinopril 10 mg tablet", "Atorvastatin 20 mg tablet", "Metformin 500 mg tablet"]
+# each kind of choice is mapped only once the model got these right in time
+# ([llm] extract = auto): words the rules miss, and what they mean
+MAPPING_TRIALS = {
+    "request": [("I'm running out of my blood pressure pills",
+                 choice_schema("request"), {"request": "refill a prescription"}),
+                ("I was hoping to get in to see somebody next week",
+                 choice_schema("request"), {"request": "book a new appointment"})],
+    "when": [("Thursdays work best, in the PM",
+              choice_schema("when"), {"day": "thursday", "part_of_day": "afternoon"}),
+             ("first thing Friday",
+              choice_schema("when"), {"day": "friday", "part_of_day": "morning"})],
+    "time": [("the afternoon one with Ortiz", choice_schema("time", _TIMES),
+              {"choice": _TIMES[1]})],
+    "medication": [("the one for my cholesterol", choice_schema("medication", _MEDS),
+                    {"choice": _MEDS[1]})],
+}
 
 
 def load_providers(path: Path) -> dict[str, Provider]:
@@ -125,6 +173,8 @@ class Receptionist:
             return self._side_answer(text, intent)
         try:
             reply = await getattr(self, f"_on_{self.state}")(text)
+            if reply is None and intent == "unknown" and self.state != "ask_drug":
+                reply = await self._mapped(text)
         except LinkError as exc:
             log.warning("receptionist: EHR unreachable (%s): to a person", exc)
             return Reply(self.flow_say.ehr_down, Action.OPERATOR, "ehr down")
@@ -279,6 +329,9 @@ class Receptionist:
                 if better is not None:
                     return better
             return reply
+        return await self._begin(flow, text)
+
+    async def _begin(self, flow: str, text: str) -> Reply:
         self.flow, self.first_words = flow, text
         self._need_link()
         if self.patient is None:
@@ -468,6 +521,46 @@ class Receptionist:
             return None
         return self._appointment_chosen(self.appointments[index], "")
 
+    # ---- words the rules did not understand, mapped by the language model
+
+    def _options(self) -> list[str]:
+        """The spoken options of a choice among times or medications."""
+        if self.state == "offer":
+            return [self._slot_text(x) for x in self.offers]
+        if self.state == "which_appointment":
+            return [self._appointment_text(a) for a in self.appointments]
+        return list(self.medications) if self.state == "ask_drug" else []
+
+    async def _mapped(self, text: str) -> Reply | None:
+        """The caller's words mapped by the language model onto the choice the flow
+        waits on ([llm] extract), then acted on as spoken words are: the model picks
+        among real options only (a JSON grammar over an enum), and every change it
+        leads to is confirmed back before it is made.  None: not mapped (no model,
+        this kind of choice not trusted to it, or it found none)."""
+        kind = MAPPED_STATES.get(self.state)
+        if self.llm is None or kind not in self.llm.maps:
+            return None
+        options = self._options()
+        value = await self.llm.extract(text, choice_schema(kind, options))
+        if not value or all(v is None for v in value.values()):
+            return None
+        # which state, never the words: they may be anything the caller said
+        log.info("receptionist: the language model mapped a turn onto a %s", kind)
+        if kind == "request":
+            self._unsure = False
+            return await self._begin(MAPPED_FLOWS[value["request"]], text)
+        if kind == "when":
+            spoken = slots.window_words(value.get("day"), value.get("part_of_day"), self.language)
+            window = slots.parse_window(spoken, self._now(), self.language) if spoken else None
+            return await self._offer(window, "") if window is not None else None
+        index = options.index(value["choice"])
+        if self.state == "offer":
+            self.slot, self.state = self.offers[index], "confirm"
+            return Reply(self._confirm_question(), Action.CONTINUE, "chosen")
+        if self.state == "which_appointment":
+            return self._appointment_chosen(self.appointments[index], "")
+        return self._confirm_refill(self.medications[index], "")
+
     # ---- refill and message
 
     async def _on_ask_drug(self, text: str) -> Reply | None:
@@ -479,6 +572,8 @@ class Receptionist:
             return self._confirm_refill(self.medications[index], "")
         if first.intent_of(text, self.language) != "unknown":
             return None  # a practice question or goodbye, not a drug
+        if (mapped := await self._mapped(text)) is not None:
+            return mapped
         # a drug was named but is not on the active list: offer a message instead
         self.state = "offer_message"
         return Reply(self.flow_say.not_on_list, Action.CONTINUE, "not on list")

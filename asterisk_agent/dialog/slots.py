@@ -241,6 +241,22 @@ def _week_in(text: str, now: dt.datetime, language: str) -> tuple[dt.date, dt.da
     return None
 
 
+_WINDOW_WORDS_ES = {"monday": "el lunes", "tuesday": "el martes", "wednesday": "el miércoles",
+                    "thursday": "el jueves", "friday": "el viernes", "today": "hoy",
+                    "tomorrow": "mañana", "morning": "por la mañana",
+                    "afternoon": "por la tarde"}
+
+
+def window_words(day: str | None, part_of_day: str | None, language: str = "en") -> str:
+    """A day ("thursday", "tomorrow") and a part of the day ("afternoon"), chosen in
+    English from a fixed list, said as a caller of the language would say them, for
+    parse_window: "el jueves por la tarde"."""
+    chosen = [w for w in (day, part_of_day) if w]
+    if language == "es":
+        chosen = [_WINDOW_WORDS_ES.get(w, w) for w in chosen]
+    return " ".join(chosen)
+
+
 def parse_window(transcript: str, now: dt.datetime, language: str = "en") -> Window | None:
     """The day and time window the caller wants: "next Tuesday afternoon", "el 24 a las 9".
 

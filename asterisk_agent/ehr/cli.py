@@ -4,8 +4,9 @@ check   connect, send a harmless query (a patient search that matches no one),
         print the round-trip time and the engine's answer
 outbox  list pending and failed messages: control ID, type, status, attempts,
         last error, age; never names, dates of birth or free text (PHI).
-        --phi (show the messages themselves) needs the compliance role, which
-        does not exist yet: it is refused
+        --phi shows the messages themselves: it needs a user with the
+        compliance role (--user NAME, or [compliance] credentials_file), and
+        every such look is an audit record naming the messages shown
 send    deliver everything pending, then exit
 """
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 
 from asterisk_agent import config
-from asterisk_agent.compliance.store import open_store
+from asterisk_agent.compliance.cli import EX_REFUSED, login_for
+from asterisk_agent.compliance.store import StoreError, open_store
+from asterisk_agent.compliance.users import AuthError
 from asterisk_agent.ehr import messages
 from asterisk_agent.ehr.mllp import LinkError, LinkSettings, MllpClient, client_tls
 from asterisk_agent.ehr.outbox import Entry, Outbox, drain
@@ -35,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", help="its private key")
     parser.add_argument("--timeout", type=float, help="seconds (default: [ehr] connect_timeout)")
     parser.add_argument("--phi", action="store_true",
-                        help="outbox: show message contents; needs the compliance role "
-                             "(not available yet: refused)")
+                        help="outbox: show the messages themselves; needs a user with the "
+                             "compliance role, and is audited")
+    parser.add_argument("--user", help="--phi: log in as this user (asks for the password)")
 
 
 def apply_config(args: argparse.Namespace, cfg: config.Config) -> messages.Facility:
@@ -45,6 +50,7 @@ def apply_config(args: argparse.Namespace, cfg: config.Config) -> messages.Facil
     args.host = args.host or e.host
     args.port = args.port or e.port
     args.store = (cfg.store_path, cfg.store_key_path)
+    args.cfg = cfg
     args.tls_ca = args.tls_ca or e.tls_ca_file or None
     args.tls_cert = args.tls_cert or e.tls_cert_file or None
     args.tls_key = args.tls_key or e.tls_key_file or None
@@ -103,17 +109,21 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
               f"{' (' + status + ')' if status else ''}{' ' + ack.error if ack.error else ''}"
               f" in {seconds * 1000:.1f} ms")
         return 0 if ack.accepted else 1
-    if getattr(args, "phi", False):
-        # until the compliance work brings roles and an audit trail, nobody has it
-        print("ehr outbox --phi: refused: needs the compliance role")
+    if getattr(args, "phi", False) and args.action != "outbox":
+        print(f"ehr {args.action}: --phi is for ehr outbox", file=sys.stderr)
         return 2
     store = None
-    if args.outbox is not None:
-        outbox = Outbox(args.outbox)
-    else:
-        store = open_store(*args.store, create=False)
-        outbox = Outbox(store=store)
     try:
+        if args.outbox is None or getattr(args, "phi", False):
+            # users and the audit trail live in the store, whichever outbox is read
+            store = open_store(*args.store, create=False)
+    except StoreError as exc:
+        print(f"asterisk-agent: {exc}", file=sys.stderr)
+        return EX_REFUSED
+    outbox = Outbox(args.outbox) if args.outbox is not None else Outbox(store=store)
+    try:
+        if args.action == "outbox" and getattr(args, "phi", False):
+            return _show_phi(args, store, outbox)
         if args.action == "outbox":
             entries = outbox.entries()
             print(outbox_table(entries))
@@ -126,6 +136,32 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
         outbox.close()
         if store is not None:
             store.close()
+
+
+def _show_phi(args, store, outbox: Outbox) -> int:
+    """Pending and failed messages in full, for a logged-in compliance user; the
+    audit trail names who looked at which messages."""
+    try:
+        audit, user = login_for(args.cfg, store, args, "ehr outbox --phi", "outbox.read")
+    except (AuthError, StoreError) as exc:
+        print(f"asterisk-agent: {exc}", file=sys.stderr)
+        return EX_REFUSED
+    entries = outbox.entries()
+    # one record a patient, so an export of a patient's records shows who saw theirs
+    shown: dict[str, list[str]] = {}
+    for e in entries:
+        shown.setdefault(e.patient_id, []).append(e.control_id)
+    with store.transaction() as db:
+        for patient, control_ids in (shown or {"": []}).items():
+            audit.write(db, "ehr.outbox.read", user.name, patient=patient or None,
+                        detail={"messages": control_ids})
+    for e in entries:
+        print(f"--- {e.control_id} {e.kind} {e.state} (tries {e.attempts})"
+              f"{': ' + e.error if e.error else ''}")
+        print(e.message.replace("\r", "\n").rstrip("\n"))
+    print(f"{sum(e.state == 'pending' for e in entries)} pending, "
+          f"{sum(e.state == 'failed' for e in entries)} failed")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,3 +134,40 @@ def test_audit_verify_and_show_are_audited_and_find_tampering(site):
     out = site.run("audit", "show", "--last", "5", "--json", auto=True)
     assert '"event": "audit.verify"' in out.stdout and '"first_bad": 2' in out.stdout
     assert '"event": "audit.show"' in out.stdout
+
+
+def test_the_outbox_in_full_needs_a_compliance_login_and_each_look_is_audited(site):
+    import datetime as dt
+
+    from asterisk_agent.compliance.store import open_store
+    from asterisk_agent.ehr import messages as m
+    from asterisk_agent.ehr.outbox import Outbox
+
+    site.setup()
+    out = site.run("users", "add", "comp", "--role", "compliance", "--user", "admin",
+                   stdin=f"{ADMIN_PW}\n" + "compliance pass 3\n" * 2)
+    assert out.returncode == 0, out.stderr
+    patient = m.Patient("MRN1001", "Rivera", "Ana", dt.date(1984, 3, 12), "555-0101")
+    with open_store(site.store, site.key, create=False) as store:
+        box = Outbox(store=store)
+        note = box.put(m.chart_note(m.header(m.Facility()), patient, "Caller message",
+                                    "my knee hurts"), patient.id)
+        box.close()
+
+    out = site.run("ehr", "outbox")  # the list without PHI needs no login
+    assert out.returncode == 0 and note.control_id in out.stdout and "Rivera" not in out.stdout
+    out = site.run("ehr", "outbox", "--phi")
+    assert out.returncode == 2 and "--user NAME" in out.stderr
+    out = site.run("ehr", "outbox", "--phi", auto=True)  # the auditor
+    assert out.returncode == 2 and "may not outbox.read" in out.stderr
+    assert "Rivera" not in out.stdout + out.stderr
+    out = site.run("ehr", "outbox", "--phi", "--user", "comp", stdin="compliance pass 3\n")
+    assert out.returncode == 0, out.stderr
+    assert "RIVERA^ANA" in out.stdout.upper() and "my knee hurts" in out.stdout
+    assert f"--- {note.control_id} MDM^T02 pending" in out.stdout
+
+    shown = site.show().splitlines()
+    assert any("access.denied" in line and "outbox.read" in line for line in shown), shown
+    read = [line for line in shown if "ehr.outbox.read" in line.split()]
+    assert len(read) == 1 and "comp" in read[0] and "patient=MRN1001" in read[0], shown
+    assert note.control_id in read[0]

@@ -72,6 +72,8 @@ def test_phi_patterns_are_removed(redactor, text):
     "language model: 950 ms",
     "EHR link to 10.0.0.5:2575 started; 12 messages pending in the outbox",
     "bridge 5f0c2a1e-9b7d-4c3e-8a1f-426614174000 destroyed",
+    "recording imported: 1234567 bytes",
+    "audit: 1000000 records verified in 15321 ms",
 ])
 def test_operational_facts_and_call_ids_survive(redactor, text):
     assert run(redactor, event=text)["event"] == text
@@ -132,6 +134,21 @@ def test_the_registry_is_bounded(registry):
     assert len(registry) == registry.limit == 64
     pattern = registry.pattern()
     assert pattern.search("name0499") and not pattern.search("name0000")
+
+
+@pytest.mark.parametrize("caller_id_name", ["caller", "Anonymous", "UNKNOWN", "Unavailable",
+                                            "private"])
+def test_a_caller_id_that_names_nobody_blanks_no_log_words(registry, redactor, caller_id_name):
+    registry.add([caller_id_name, "5551234567"], "c")
+    text = "call c: caller interrupted the agent; turn -> unknown"
+    assert run(redactor, event=text)["event"] == text
+    assert run(redactor, event="from 5551234567")["event"] == f"from {REDACTED}"
+
+
+def test_a_phone_number_next_to_a_unit_word_is_still_redacted_when_it_is_one(redactor):
+    # the unit must follow the number itself: a phone number then "ms" elsewhere goes
+    out = run(redactor, event="caller 555 123 4567 waited 900 ms")["event"]
+    assert "4567" not in out and "900 ms" in out, out
 
 
 def test_short_and_empty_values_are_not_remembered(registry):

@@ -3,8 +3,8 @@ everything it states comes from the practice facts."""
 
 import pytest
 
-from asterisk_agent.dialog.guard import (dropped_facts, injection, is_refusal, numbers,
-                                         reject_reason, ungrounded)
+from asterisk_agent.dialog.guard import (dropped_facts, injection, is_refusal, meaning_changed,
+                                         numbers, reject_reason, ungrounded)
 
 FACTS = """Riverside Family Practice. Phone 555 010 2030. Address 1200 River Road, Suite 4,
 Springfield. Hours: Monday 08:00-17:00, Saturday 09:00-12:00, Sunday closed.
@@ -171,3 +171,32 @@ def test_a_rephrasing_keeps_every_fact():
         "saturday", "ortiz"]
     assert dropped_facts("El sábado abrimos a las 9.", "Abrimos a las 10.", "es") == [
         "9", "sabado"]
+
+
+OFFER = "I have Tuesday at 9 AM or Thursday at 2 PM with Doctor Lee. Which one would you like?"
+
+
+@pytest.mark.parametrize("rephrased", [
+    "With Doctor Lee I can offer Tuesday at 9 AM or Thursday at 2 PM. Which suits you?",
+    "Doctor Lee is free Tuesday at 9 AM or Thursday at 2 PM. Which would you prefer?",
+])
+def test_a_rewording_that_keeps_the_meaning_passes(rephrased):
+    assert meaning_changed(OFFER, rephrased) is None
+
+
+@pytest.mark.parametrize("original, rephrased, why", [
+    (OFFER, "I have Tuesday at 9 AM with Doctor Lee. Which one would you like?", "facts dropped"),
+    (OFFER, "I have Tuesday at 9 AM or Thursday at 2 PM with Doctor Lee.", "a question turned"),
+    ("Your request is recorded and the office will confirm it.",
+     "Your appointment is booked and the office will confirm it.", "an outcome"),
+    ("I could not find an appointment on Tuesday.", "I found an appointment on Tuesday.",
+     "a negation went missing"),
+    ("No tengo citas el martes.", "Tengo citas el martes.", "a negation went missing"),
+    ("Su solicitud quedó registrada.", "Su cita quedó confirmada.", "an outcome"),
+    ("Thank you.", "Thank you so much for calling our wonderful practice today, we truly "
+     "appreciate it and hope you have a lovely day.", "much longer"),
+])
+def test_a_rewording_that_says_something_else_is_refused(original, rephrased, why):
+    language = "es" if "cita" in original or "solicitud" in original else "en"
+    reason = meaning_changed(original, rephrased, language)
+    assert reason is not None and reason.startswith(why), reason

@@ -210,3 +210,72 @@ async def test_a_full_queue_gives_the_fallback_at_once(engine):
     # one request running and four waiting ([llm] queue = 4): the rest are turned away
     turned_away = [t for text, t in results if text == EN.not_sure and t < 0.05]
     assert len(turned_away) >= 2, results
+
+
+# --- words the rules miss, mapped onto the flow's choices ([llm] extract) ----------
+
+def offering(llm: LanguageModel) -> Receptionist:
+    """A booking that has offered three real-looking times (no EHR needed to pick one)."""
+    from asterisk_agent.dialog.receptionist import load_providers
+    from asterisk_agent.ehr.messages import Slot
+
+    d = Receptionist(None, PRACTICE, "en", lambda: MONDAY, llm=llm,
+                     providers=load_providers(ROOT / "etc" / "ehr-seed.yaml"))
+    day = MONDAY.replace(tzinfo=None)
+    d.flow, d.state = "book", "offer"
+    d.offers = [Slot(day + dt.timedelta(days=1, hours=-1), 20, "DRLEE"),
+                Slot(day + dt.timedelta(days=2, hours=4), 20, "DRPATEL"),
+                Slot(day + dt.timedelta(days=3), 20, "DRLEE")]
+    return d
+
+
+async def test_trials_decide_which_choices_the_model_may_map(engine):
+    from asterisk_agent.dialog.receptionist import MAPPING_TRIALS
+
+    lm = LanguageModel(engine, timeout=60.0)
+    # measured on the embedded 0.5B model: days and parts of the day right, a
+    # medication described by what it treats wrong, its rewording refused by the guard
+    when = await lm.trial("when", MAPPING_TRIALS["when"])
+    assert when.passed, when
+    medication = await lm.trial("medication", MAPPING_TRIALS["medication"])
+    assert not medication.passed and medication.why.startswith("answered wrong"), medication
+    phrase = await lm.trial("phrase")
+    assert not phrase.passed, phrase
+    hurried = await LanguageModel(engine, timeout=0.05).trial("when", MAPPING_TRIALS["when"])
+    assert not hurried.passed and hurried.why.startswith("slower than the timeout"), hurried
+
+
+async def test_auto_turns_a_kind_of_choice_on_only_once_its_trial_passes(engine):
+    from asterisk_agent.dialog.receptionist import MAPPING_TRIALS
+
+    lm = LanguageModel(engine, timeout=60.0)
+    lm.decide("no", "auto", {"when": MAPPING_TRIALS["when"]})
+    assert lm.maps == frozenset() and not lm.phrases_replies  # until the trial is done
+    await lm._trials
+    assert lm.maps == {"when"}
+    lm.decide("no", "yes", MAPPING_TRIALS)
+    assert lm.maps == set(MAPPING_TRIALS) and lm._trials.done()
+    lm.decide("no", "no", MAPPING_TRIALS)
+    assert lm.maps == frozenset()
+
+
+async def test_words_the_rules_miss_pick_an_offered_time_which_is_asked_back(engine, caplog):
+    lm = LanguageModel(engine, timeout=60.0)
+    lm.decide("no", "yes", {"time": []})  # on by hand: the small model fails this trial
+    d = offering(lm)
+    words = "Doctor Patel suits me better"
+    caplog.set_level(logging.INFO)
+    reply = await d.turn(words)
+    # the model can only pick an offered time (here the 0.5B model picks the wrong
+    # one), and nothing is booked on its word: the caller hears the time back
+    assert d.state == "confirm" and d.slot in d.offers, (reply, d.state)
+    assert reply.text.endswith("?") and d._slot_text(d.slot) in reply.text, reply
+    assert "mapped a turn onto a time" in caplog.text and words not in caplog.text
+
+
+async def test_without_the_kind_trusted_the_same_words_are_a_miss(engine):
+    lm = LanguageModel(engine, timeout=60.0)
+    lm.decide("no", "yes", {"when": []})  # days, not offered times
+    d = offering(lm)
+    reply = await d.turn("Doctor Patel suits me better")
+    assert d.state == "offer" and d.slot is None and reply.intent == "unknown", reply

@@ -162,3 +162,23 @@ def test_kinds_and_providers():
 def test_a_family_name_is_matched_by_its_consonants_once_the_birth_date_matched(
         heard, charted, same):
     assert same_family(heard, charted) is same
+
+
+@pytest.mark.parametrize("day, part, language, expected", [
+    ("thursday", "afternoon", "en", "thursday afternoon"),
+    ("thursday", "afternoon", "es", "el jueves por la tarde"),
+    ("tomorrow", None, "es", "mañana"),
+    (None, "morning", "en", "morning"),
+])
+def test_window_words_say_a_chosen_day_as_a_caller_would(day, part, language, expected):
+    from asterisk_agent.dialog.slots import window_words
+    assert window_words(day, part, language) == expected
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_window_words_parse_back_to_the_window(language):
+    from asterisk_agent.dialog.slots import parse_window, window_words
+    now = dt.datetime(2030, 1, 7, 10, 0)  # a Monday
+    window = parse_window(window_words("thursday", "afternoon", language), now, language)
+    assert window is not None
+    assert window.start.date() == dt.date(2030, 1, 10) and window.start.hour >= 12, window
