@@ -97,9 +97,13 @@ TARGETS = (
     ("WER, default engine", ("stt", "@default", "wer"), 0.15),
     ("EHR booking p95", ("ehr_booking_ms", "p95"), 50.0),
     ("audit verify, 1M records, s", ("audit", "verify_s"), 30.0),
+    ("audit export, a day of 2000 calls, s", ("export", "export_s"), 10.0),
 )
 # audit records chained into a fresh encrypted store, then verified
 AUDIT_RECORDS = 1_000_000
+# calls in the day that `audit export` writes out, and turns in each call
+EXPORT_CALLS = 2000
+EXPORT_TURNS = 16
 # bookings (SRM^S01 -> SRR^S01) timed against the simulated interface engine
 EHR_BOOKINGS = 300
 
@@ -493,6 +497,11 @@ def format_report(report: dict) -> str:
         out += ["", f"Audit trail: {a['records']} records written in {_fmt(a['write_s'], 1)} s, "
                     f"verified in {_fmt(a['verify_s'], 1)} s "
                     f"({'intact' if a['intact'] else 'BROKEN'}); store {_fmt(a['store_mb'], 1)} MB"]
+    x = report.get("export")
+    if x:
+        out += ["", f"Audit export: a day of {x['calls']} calls "
+                    f"({sum(x['records'].values())} records, {_fmt(x['export_mb'], 1)} MB) in "
+                    f"{_fmt(x['export_s'], 2)} s ({_fmt(x['cpu_s'], 2)} s of CPU)"]
     mem = report.get("memory") or {}
     if mem:
         out += ["", f"Agent worker memory: idle {_fmt(mem.get('idle_rss_mb'))} MB, peak "
@@ -1120,6 +1129,62 @@ def bench_audit(records: int) -> dict:
             "intact": problem is None, "store_mb": round(size / 2**20, 1)}
 
 
+def bench_export(calls: int) -> dict:
+    """`audit export` of one day holding `calls` calls (each with its turns, screen
+    results and audit records, as the agent writes them) from a fresh encrypted
+    store: seconds to export, and what the export holds."""
+    import datetime as dt
+
+    from asterisk_agent.compliance import export as export_mod
+    from asterisk_agent.compliance.audit import AuditLog
+    from asterisk_agent.compliance.store import open_store, write_key_file
+
+    day = dt.datetime(2030, 1, 7, tzinfo=dt.timezone.utc).timestamp()
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        key = Path(tmp) / "store.key"
+        write_key_file(key)
+        with open_store(Path(tmp) / "store.db", key) as store:
+            clock = [day]
+            audit = AuditLog(store, lambda: clock[0])
+            for start in range(0, calls, 200):
+                with store.transaction() as db:
+                    for i in range(start, min(start + 200, calls)):
+                        at = day + 8 * 3600 + i * (10 * 3600 / calls)  # 08:00 to 18:00
+                        call = f"{int(at)}.{i}"
+                        clock[0] = at
+                        db.execute("INSERT INTO calls (id, started, ended, caller, language, "
+                                   "outcome) VALUES (?, ?, ?, ?, 'en', 'hangup')",
+                                   (call, at, at + 120, f"555{i:07d}"))
+                        audit.write(db, "call.start", "agent", call_id=call)
+                        for t in range(EXPORT_TURNS):
+                            speaker = "caller" if t % 2 else "agent"
+                            db.execute("INSERT INTO turns (call_id, at, speaker, transcript) "
+                                       "VALUES (?, ?, ?, ?)",
+                                       (call, at + 5 * t, speaker,
+                                        f"turn {t} of call {i}: I'd like to book a checkup "
+                                        "next Tuesday morning, please."))
+                            if speaker == "caller":
+                                db.execute("INSERT INTO screen_results (call_id, at, specialty, "
+                                           "urgent, result) VALUES (?, ?, 'general', 0, ?)",
+                                           (call, at + 5 * t, '{"flag": null}'))
+                        audit.write(db, "ehr.message", "agent", call_id=call,
+                                    patient=f"MRN{1000 + i % 300}",
+                                    detail={"type": "SRM^S01", "state": "accepted"})
+                        clock[0] = at + 120
+                        audit.write(db, "call.end", "agent", call_id=call,
+                                    detail={"outcome": "hangup"})
+            selection = export_mod.Selection(day, day + 86400)
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = export_mod.export(store, audit, selection, "jsonl", Path(tmp) / "out",
+                                       "bench")
+            exported, cpu = time.perf_counter() - t0, time.process_time() - c0
+            size = sum(p.stat().st_size for p in (Path(tmp) / "out").iterdir())
+    # the CPU time too: on a shared machine the wall time is the neighbours' as well
+    return {"calls": calls, "export_s": round(exported, 2), "cpu_s": round(cpu, 2),
+            "records": result.counts,
+            "export_mb": round(size / 2**20, 1)}
+
+
 async def bench_ehr(cfg: config.Config, bookings: int) -> dict:
     """SRM^S01 -> SRR^S01 round trips on one loopback MLLP connection to the
     simulated interface engine (its own process), which validates each booking
@@ -1298,6 +1363,8 @@ def run_bench(opts: Options) -> dict:
         mark("audit")
         _progress(f"audit: {AUDIT_RECORDS} records chained, then verified")
         report["audit"] = bench_audit(AUDIT_RECORDS)
+        _progress(f"audit: export of a day of {EXPORT_CALLS} calls")
+        report["export"] = bench_export(EXPORT_CALLS)
     marks.append(("end", cpu_times()))
     report["cpu_steal_pct"] = {part: steal_pct(t0, t1)
                                for (part, t0), (_, t1) in zip(marks, marks[1:])}

@@ -309,3 +309,15 @@ def test_the_audit_part_chains_a_real_store_and_verifies_it():
         {"audit": dict(result, verify_s=31.0)})})
     assert "Audit trail: 500 records" in text and "intact" in text
     assert "audit verify, 1M records, s" in text and "MISSED" in text
+
+
+def test_the_export_part_writes_out_a_day_of_calls_from_a_real_store():
+    result = bench.bench_export(20)
+    assert result["records"] == {"audit": 60, "calls": 20, "turns": 20 * bench.EXPORT_TURNS,
+                                 "screen_results": 20 * bench.EXPORT_TURNS // 2}, result
+    assert result["export_s"] > 0 and result["cpu_s"] > 0 and result["export_mb"] > 0
+    targets = bench.check_targets({"export": dict(result, export_s=11.0)})
+    [export] = [t for t in targets if t["target"].startswith("audit export")]
+    assert export["met"] is False and export["value"] == 11.0
+    text = bench.format_report({"export": result, "targets": targets})
+    assert "Audit export: a day of 20 calls" in text and "MISSED" in text
