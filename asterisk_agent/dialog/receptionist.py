@@ -500,6 +500,9 @@ class Receptionist:
             if window is not None:
                 return await self._offer(window, "")
             return None
+        return self._slot_chosen(index)
+
+    def _slot_chosen(self, index: int) -> Reply:
         self.slot, self.state = self.offers[index], "confirm"
         return Reply(self._confirm_question(), Action.CONTINUE, "chosen")
 
@@ -555,8 +558,7 @@ class Receptionist:
             return await self._offer(window, "") if window is not None else None
         index = options.index(value["choice"])
         if self.state == "offer":
-            self.slot, self.state = self.offers[index], "confirm"
-            return Reply(self._confirm_question(), Action.CONTINUE, "chosen")
+            return self._slot_chosen(index)
         if self.state == "which_appointment":
             return self._appointment_chosen(self.appointments[index], "")
         return self._confirm_refill(self.medications[index], "")
