@@ -8,7 +8,6 @@ credential in $CREDENTIALS_DIRECTORY, readable by the service's user only).
 from __future__ import annotations
 
 import configparser
-import os
 import re
 import shutil
 import subprocess
@@ -104,4 +103,3 @@ def test_a_credential_name_with_a_path_in_it_is_refused(tmp_path, name):
 def test_without_credentials_the_setting_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     assert credential_config(tmp_path).store_key_path == tmp_path / "etc" / "store.key"
-    assert os.environ.get("CREDENTIALS_DIRECTORY") is None

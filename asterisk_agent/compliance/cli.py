@@ -98,12 +98,16 @@ def _new_password(name: str) -> str:
     return first
 
 
-def _open(cfg: config.Config) -> tuple[Store, AuditLog, Users]:
-    store = open_store(cfg.store_path, cfg.store_key_path)
+def _accounts(cfg: config.Config, store: Store) -> tuple[AuditLog, Users]:
     audit = AuditLog(store)
     c = cfg.compliance
-    return store, audit, Users(store, audit, LoginPolicy(c.login_max_failures, c.login_window,
-                                                         c.password_min_length))
+    return audit, Users(store, audit, LoginPolicy(c.login_max_failures, c.login_window,
+                                                  c.password_min_length))
+
+
+def _open(cfg: config.Config) -> tuple[Store, AuditLog, Users]:
+    store = open_store(cfg.store_path, cfg.store_key_path)
+    return (store, *_accounts(cfg, store))
 
 
 def _login(cfg: config.Config, users: Users, args, command: str) -> User:
@@ -121,10 +125,7 @@ def login_for(cfg: config.Config, store: Store, args, command: str,
     """Log in (--user, or [compliance] credentials_file) for a command of another
     part of the CLI that needs `permission`; both the login and a refusal are
     audited.  AuthError when refused."""
-    audit = AuditLog(store)
-    c = cfg.compliance
-    users = Users(store, audit, LoginPolicy(c.login_max_failures, c.login_window,
-                                            c.password_min_length))
+    audit, users = _accounts(cfg, store)
     user = _login(cfg, users, args, command)
     _authorize(audit, user, permission)
     return audit, user

@@ -35,7 +35,7 @@ from ..ehr.messages import Appointment, Patient, Provider, Refill, Slot
 from . import first, guard, phrases, slots
 from .first import Action, Reply
 from .llm import LanguageModel, practice_facts
-from .practice import Practice
+from .practice import DAYS, Practice
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ MAPPED_STATES = {"idle": "request", "ask_when": "when", "offer": "time",
 MAPPED_FLOWS = {"book a new appointment": "book", "cancel an appointment": "cancel",
                 "move an appointment to another time": "reschedule",
                 "refill a prescription": "refill", "leave a message for the office": "message"}
-_WHEN_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "today", "tomorrow"]
+# the practice's weekdays, and the two a caller names relative to today
+_WHEN_DAYS = [*DAYS[:5], "today", "tomorrow"]
 
 
 def choice_schema(kind: str, options: list[str] = ()) -> dict:

@@ -109,12 +109,13 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
               f"{' (' + status + ')' if status else ''}{' ' + ack.error if ack.error else ''}"
               f" in {seconds * 1000:.1f} ms")
         return 0 if ack.accepted else 1
-    if getattr(args, "phi", False) and args.action != "outbox":
+    phi = getattr(args, "phi", False)
+    if phi and args.action != "outbox":
         print(f"ehr {args.action}: --phi is for ehr outbox", file=sys.stderr)
         return 2
     store = None
     try:
-        if args.outbox is None or getattr(args, "phi", False):
+        if args.outbox is None or phi:
             # users and the audit trail live in the store, whichever outbox is read
             store = open_store(*args.store, create=False)
     except StoreError as exc:
@@ -122,7 +123,7 @@ def cmd_ehr(args, facility: messages.Facility | None = None) -> int:
         return EX_REFUSED
     outbox = Outbox(args.outbox) if args.outbox is not None else Outbox(store=store)
     try:
-        if args.action == "outbox" and getattr(args, "phi", False):
+        if phi:
             return _show_phi(args, store, outbox)
         if args.action == "outbox":
             entries = outbox.entries()
