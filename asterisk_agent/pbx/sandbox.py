@@ -323,6 +323,10 @@ astsbindir => /usr/sbin
 runuser = asterisk
 rungroup = asterisk
 verbose = 3
+; realtime scheduling for Asterisk's media threads: on a server that also runs
+; the agent's models, a mixing or spy thread held back 80 ms loses the caller's
+; audio (the bridge flushes what it queued), and words go missing
+highpriority = yes
 """
 
 

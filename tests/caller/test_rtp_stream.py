@@ -80,13 +80,18 @@ def test_packets_leave_every_20_ms_against_the_clock(pair):
     assert 100 <= len(arrivals) <= 104, f"{len(arrivals)} packets in 2 s"
     # against the schedule, not against the previous packet: no drift can hide
     offsets = np.array([a.time - (t0 + i * 0.020) for i, a in enumerate(arrivals)]) * 1000
-    # generous for a busy 2-core machine; a sleep-paced sender fails the drift check below
-    assert np.percentile(offsets, 99) < 10.0, f"p99 lateness {np.percentile(offsets, 99):.2f} ms"
+    # a scheduled sender leaves on time nearly always; a busy 2-core machine may
+    # hold a tick back now and then, which is why single ticks are not held to
+    # a few ms here (bench figures, not unit tests, are for timing)
+    assert np.median(offsets) < 2.0, f"median lateness {np.median(offsets):.2f} ms"
+    # Asterisk's mixing bridge throws away what a channel has queued once it
+    # holds more than 80 ms (4 frames): a tick caught up later than that loses speech
+    assert offsets.max() < 60.0, f"a packet left {offsets.max():.1f} ms late"
     assert offsets.min() > -0.5, "a packet left before its time"
-    drift = np.median(offsets[-10:]) - np.median(offsets[:10])
+    drift = np.median(offsets[-25:]) - np.median(offsets[:25])
     assert abs(drift) < 2.0, f"the send clock drifted {drift:.2f} ms in 2 s"
     jitter = sender.send_jitter()
-    assert jitter["packets"] >= 100 and jitter["p99_ms"] < 10.0
+    assert jitter["packets"] >= 100 and jitter["max_ms"] < 60.0, jitter
     # the receiver's timeline is as long as the wall-clock time it covers
     heard = receiver.heard()
     expected = (arrivals[-1].time - t0) * RATE

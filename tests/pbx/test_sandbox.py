@@ -147,6 +147,21 @@ def test_up_when_running_returns_the_same_asterisk(box):
     assert box.status()["pid"] == pid
 
 
+def test_asterisk_runs_at_realtime_priority(box):
+    """highpriority in asterisk.conf: its media threads are not held back by the
+    agent's models, which would make the mixing bridge drop the caller's audio."""
+    pid = box.up()
+    threads = list((Path("/proc") / str(pid) / "task").iterdir())
+    policies = set()
+    for t in threads:
+        try:
+            policies.add(os.sched_getscheduler(int(t.name)))
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+    assert policies == {os.SCHED_RR}, (
+        f"{len(threads)} Asterisk threads with scheduling policies {policies}")
+
+
 def test_call_to_200_without_agent_reaches_the_front_desk(box, sandbox_cfg):
     box.up()
     code, apps = ari_get(sandbox_cfg, "/applications")
