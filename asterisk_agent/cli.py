@@ -212,6 +212,15 @@ def cmd_compliance(args) -> int:
     return getattr(compliance_cli, f"cmd_{args.command}")(args, cfg)
 
 
+# --- outbound -------------------------------------------------------------------
+def cmd_outbound(args) -> int:
+    from .outbound import cli as outbound_cli
+
+    cfg = _load_config(args)
+    _setup_logging("warning")
+    return outbound_cli.cmd_outbound(args, cfg)
+
+
 # --- models -------------------------------------------------------------------
 def cmd_models(args) -> int:
     """Find every packaged Whisper model and make its whisper.cpp file (cached)."""
@@ -329,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_)
         add(p)
         p.set_defaults(func=cmd_compliance)
+
+    from .outbound.cli import add_arguments as outbound_arguments
+
+    p = sub.add_parser("outbound", parents=[common],
+                       help="outbound campaigns: check a campaign file as a run would read it")
+    outbound_arguments(p)
+    p.set_defaults(func=cmd_outbound)
 
     p = sub.add_parser("models", parents=[common],
                        help="check the packaged speech models and prepare their whisper.cpp files")

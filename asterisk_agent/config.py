@@ -292,6 +292,24 @@ class Recording:
 
 
 @dataclass(frozen=True)
+class Outbound:
+    # when calls may ring, in each patient's local time (a campaign row's
+    # window can narrow it, never widen it)
+    calling_hours: str = "09:00-20:00"
+    # the days calls may ring (mon ... sun)
+    calling_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat")
+    # the numbers a campaign may dial, as Asterisk dial patterns (X any digit,
+    # N 2-9, Z 1-9, . one or more): a row with any other number is refused
+    allowed_numbers: tuple[str, ...] = ("_NXXNXXXXXX", "_1NXXNXXXXXX")
+    # numbers never to call, one a line (# comments); empty: none
+    do_not_call_file: Path = Path("")
+    # calls at once, and tries per patient (busy, no answer), this many seconds apart
+    max_concurrent: int = 2
+    attempts: int = 3
+    retry_after: float = 1800.0
+
+
+@dataclass(frozen=True)
 class Logging:
     # console (one readable line an event) or json (one JSON object a line, for
     # a log collector)
@@ -327,6 +345,7 @@ class Config:
     sandbox: Sandbox = field(default_factory=Sandbox)
     compliance: Compliance = field(default_factory=Compliance)
     recording: Recording = field(default_factory=Recording)
+    outbound: Outbound = field(default_factory=Outbound)
     logging: Logging = field(default_factory=Logging)
 
     def beside_config(self, p: Path) -> Path:
@@ -379,6 +398,12 @@ class Config:
     @property
     def ehr_outbox_path(self) -> Path:
         return self.in_state_dir(self.ehr.outbox_file)
+
+    @property
+    def do_not_call_path(self) -> Path | None:
+        """[outbound] do_not_call_file, None when it is not set."""
+        p = self.outbound.do_not_call_file
+        return None if str(p) in ("", ".") else self.beside_config(p)
 
     @property
     def asterisk_sounds_dir(self) -> str:
@@ -540,6 +565,21 @@ def _check(cfg: Config) -> None:
     if c.retention_days < 1:
         raise ConfigError("[compliance] retention_days must be at least 1 (a purge would remove "
                           "every transcript and recording)", cfg.path, None)
+    o = cfg.outbound
+    try:
+        from .outbound.campaign import WEEKDAYS, DialRules, parse_window
+
+        parse_window(o.calling_hours)
+        DialRules(o.allowed_numbers)
+    except ValueError as exc:
+        raise ConfigError(f"[outbound] {exc}", cfg.path, None) from None
+    unknown_days = [d for d in o.calling_days if d not in WEEKDAYS]
+    if unknown_days:
+        raise ConfigError(f"[outbound] calling_days: {unknown_days[0]!r} is not one of "
+                          f"{', '.join(WEEKDAYS)}", cfg.path, None)
+    if o.max_concurrent < 1 or o.attempts < 1 or o.retry_after < 0:
+        raise ConfigError("[outbound] max_concurrent and attempts must be at least 1, "
+                          "retry_after not below 0", cfg.path, None)
     if not cfg.ari.url.startswith(("http://", "https://")):
         raise ConfigError(f"[ari] url {cfg.ari.url!r} must start with http:// or https://",
                           cfg.path, None)
