@@ -20,6 +20,7 @@ from .dialog.practice import Practice
 from .dialog.screen import Protocols
 from .ehr.link import EhrLink
 from .ehr.messages import Provider
+from .metrics import Metrics
 from .speech.stt import SttPool
 from .speech.tts import TtsPool
 from .telephony.ari import AriClient, hand_over_orphans
@@ -52,6 +53,8 @@ class Services:
     journal: CallJournal | None = None
     # safety messages being synthesized (stem -> its task), made once per process
     safety_sounds: dict[str, asyncio.Future] = field(default_factory=dict)
+    # counters and histograms for /metrics (asterisk_agent/metrics.py)
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def close(self) -> None:
         # async for the model: its worker thread is joined, or its server session closed
@@ -85,6 +88,7 @@ class Agent:
                         self.dispatch(event)
                     except Exception:  # one bad event never stops the others
                         log.exception("event %s could not be handled", event.get("type"))
+                        self.services.metrics.errors.labels("event").inc()
             finally:
                 for task in list(self.tasks):
                     task.cancel()
@@ -103,9 +107,11 @@ class Agent:
         cid = channel.get("id", "")
         if kind == "AgentConnected":
             self.connected.set()
+            self.services.metrics.ari_connected.set(1)
             self._spawn(self._resync(), "resync")
         elif kind == "AgentDisconnected":
             self.connected.clear()
+            self.services.metrics.ari_connected.set(0)
             log.warning("ARI connection lost (%s); %d call(s) live", event.get("reason"),
                         len(self.calls))
         elif kind == "StasisStart":
@@ -162,6 +168,7 @@ class Agent:
             raise
         except Exception:
             log.exception("call %s failed; handing it to a person", leg.channel_id)
+            self.services.metrics.errors.labels("call").inc()
             leg.outcome = "error, sent to operator"
             try:
                 await leg.transfer_to_operator()
@@ -171,6 +178,7 @@ class Agent:
             await leg.cleanup()
             self.calls.pop(leg.channel_id, None)
             log.info("call %s: end (%s)", leg.channel_id, leg.outcome)
+            self.services.metrics.calls.labels(leg.outcome).inc()
             if journal is not None:
                 journal.call_ended(leg.channel_id, leg.outcome)
             redact.forget(leg.channel_id)

@@ -65,7 +65,7 @@ DEFAULT_CONFIG = Path("etc/sandbox.conf")
 DEFAULT_OUT = Path("docs")
 DEFAULT_CALLS = 5
 LEVELS = (1, 4, 8)
-PARTS = ("calls", "barge-in", "red-flag", "stt", "tts", "ehr", "audit")
+PARTS = ("calls", "barge-in", "red-flag", "stt", "tts", "ehr", "audit", "metrics")
 # the extension that goes straight to the agent (no IVR menu first)
 DIAL = "200"
 # seconds one call may take in all before it is abandoned (its steps time out sooner)
@@ -98,12 +98,16 @@ TARGETS = (
     ("EHR booking p95", ("ehr_booking_ms", "p95"), 50.0),
     ("audit verify, 1M records, s", ("audit", "verify_s"), 30.0),
     ("audit export, a day of 2000 calls, s", ("export", "export_s"), 10.0),
+    ("metrics scrape, 8 live calls, p95 ms", ("metrics", "scrape_ms", "p95"), 10.0),
 )
 # audit records chained into a fresh encrypted store, then verified
 AUDIT_RECORDS = 1_000_000
 # calls in the day that `audit export` writes out, and turns in each call
 EXPORT_CALLS = 2000
 EXPORT_TURNS = 16
+# GET /metrics timed while the agent holds this many calls, this many times
+METRICS_CALLS = 8
+METRICS_SCRAPES = 200
 # bookings (SRM^S01 -> SRR^S01) timed against the simulated interface engine
 EHR_BOOKINGS = 300
 
@@ -502,6 +506,12 @@ def format_report(report: dict) -> str:
         out += ["", f"Audit export: a day of {x['calls']} calls "
                     f"({sum(x['records'].values())} records, {_fmt(x['export_mb'], 1)} MB) in "
                     f"{_fmt(x['export_s'], 2)} s ({_fmt(x['cpu_s'], 2)} s of CPU)"]
+    mt = report.get("metrics")
+    if mt:
+        s = mt["scrape_ms"]
+        out += ["", f"Metrics: GET /metrics with {mt['live_calls']} live calls, ms: "
+                    f"p50 {_fmt(s['p50'], 1)}  p95 {_fmt(s['p95'], 1)}  max {_fmt(s['max'], 1)}  "
+                    f"n {s['n']}"]
     mem = report.get("memory") or {}
     if mem:
         out += ["", f"Agent worker memory: idle {_fmt(mem.get('idle_rss_mb'))} MB, peak "
@@ -1129,6 +1139,66 @@ def bench_audit(records: int) -> dict:
             "intact": problem is None, "store_mb": round(size / 2**20, 1)}
 
 
+def bench_metrics(live_calls: int, scrapes: int) -> dict:
+    """GET /metrics over HTTP, as Prometheus scrapes it, while `live_calls` calls
+    are live: every series the agent keeps filled as a busy day leaves them (each
+    outcome and intent, transcript waits in two languages), depths read at each
+    scrape, the outbox count from a real outbox with messages pending."""
+    from aiohttp import ClientSession
+
+    from asterisk_agent.ehr import messages as m
+    from asterisk_agent.ehr.outbox import Outbox
+    from asterisk_agent.metrics import Metrics, MetricsServer
+
+    intents = ("book", "name", "typing", "offer", "chosen", "book confirmed", "cancel",
+               "reschedule", "refill", "message", "hours", "address", "goodbye", "operator",
+               "unknown", "silence", "too many misses", "not on list", "declined", "parking")
+
+    async def run(outbox: Outbox) -> list[float]:
+        metrics = Metrics()
+        calls = {f"call-{i}": object() for i in range(live_calls)}
+        metrics.watch_calls(lambda: len(calls))
+        for stage in ("stt", "tts"):
+            for language in ("en", "es"):
+                metrics.watch_queue(stage, language, lambda: 1)
+        metrics.watch_queue("llm", "", lambda: 0)
+        for state in ("pending", "failed"):
+            metrics.watch_outbox(state, lambda state=state: outbox.count(state))
+        for i in range(5000):
+            metrics.turns.labels(intents[i % len(intents)]).inc()
+            metrics.transcript_wait.labels(("en", "es")[i % 2]).observe((i % 40) / 20)
+        for outcome in ("caller hung up", "operator", "urgent", "hangup", "agent stopped"):
+            metrics.calls.labels(outcome).inc(300)
+        metrics.ari_connected.set(1)
+        server = MetricsServer(metrics, lambda: {"ok": True})
+        await server.start("127.0.0.1", 0)
+        times = []
+        try:
+            async with ClientSession() as http:
+                url = f"http://127.0.0.1:{server.port}/metrics"
+                for _ in range(scrapes):
+                    t0 = time.perf_counter()
+                    async with http.get(url) as r:
+                        body = await r.text()
+                    times.append((time.perf_counter() - t0) * 1000)
+                    assert r.status == 200 and "asterisk_agent_live_calls" in body
+        finally:
+            await server.close()
+        return times
+
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
+        outbox = Outbox(Path(tmp) / "outbox.db")
+        for i in range(50):
+            patient = m.Patient(f"MRN{i}", "Bench", "Pat", dt.date(1980, 1, 1), "")
+            outbox.put(m.chart_note(m.header(m.Facility()), patient, "Caller message",
+                                    "please call back"), patient.id)
+        try:
+            times = asyncio.run(run(outbox))
+        finally:
+            outbox.close()
+    return {"live_calls": live_calls, "scrapes": scrapes, "scrape_ms": summarize(times)}
+
+
 def bench_export(calls: int) -> dict:
     """`audit export` of one day holding `calls` calls (each with its turns, screen
     results and audit records, as the agent writes them) from a fresh encrypted
@@ -1365,6 +1435,10 @@ def run_bench(opts: Options) -> dict:
         report["audit"] = bench_audit(AUDIT_RECORDS)
         _progress(f"audit: export of a day of {EXPORT_CALLS} calls")
         report["export"] = bench_export(EXPORT_CALLS)
+    if "metrics" in opts.parts and time.monotonic() < deadline:
+        mark("metrics")
+        _progress(f"metrics: {METRICS_SCRAPES} scrapes with {METRICS_CALLS} live calls")
+        report["metrics"] = bench_metrics(METRICS_CALLS, METRICS_SCRAPES)
     marks.append(("end", cpu_times()))
     report["cpu_steal_pct"] = {part: steal_pct(t0, t1)
                                for (part, t0), (_, t1) in zip(marks, marks[1:])}

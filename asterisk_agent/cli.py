@@ -150,12 +150,53 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
     log.info("asterisk-agent %s: models loaded (languages %s, default %s); "
              "connecting to %s as app %s", __version__, ", ".join(cfg.general.languages),
              cfg.general.language, cfg.ari.url, cfg.ari.app)
+    agent = Agent(services)
+    server = await _start_metrics(cfg, agent)
     try:
-        await Agent(services).run()
+        await agent.run()
     finally:
+        if server is not None:
+            await server.close()
         await services.ehr.close()
         await services.close()
     return 0
+
+
+async def _start_metrics(cfg, agent):
+    """The /metrics and /health endpoint ([metrics] listen); a port in use costs
+    the endpoint, never the calls."""
+    from .metrics import MetricsServer, parse_listen
+
+    where = parse_listen(cfg.metrics.listen)
+    if where is None:
+        return None
+    s = agent.services
+    m = s.metrics
+    m.watch_calls(lambda: len(agent.calls))
+    for language, pool in s.stt.items():
+        m.watch_queue("stt", language, lambda pool=pool: pool.depth)
+    for language, pool in s.tts.items():
+        m.watch_queue("tts", language, lambda pool=pool: pool.depth)
+    m.watch_queue("llm", "", lambda: s.llm.depth if s.llm is not None else 0)
+    outbox = s.ehr.outbox if s.ehr is not None else None
+    if outbox is not None:
+        for state in ("pending", "failed"):
+            m.watch_outbox(state, lambda state=state: outbox.count(state))
+
+    def health() -> dict:
+        return {"ok": agent.connected.is_set(), "ari_connected": agent.connected.is_set(),
+                "live_calls": len(agent.calls), "version": __version__}
+
+    server = MetricsServer(m, health)
+    try:
+        await server.start(*where)
+    except OSError as exc:
+        logging.getLogger("asterisk_agent").warning(
+            "metrics: cannot listen on %s (%s); running without /metrics", cfg.metrics.listen, exc)
+        return None
+    logging.getLogger("asterisk_agent").info(
+        "metrics on http://%s:%d/metrics, health on /health", where[0], server.port)
+    return server
 
 
 # --- pbx ------------------------------------------------------------------------

@@ -310,6 +310,13 @@ class Outbound:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    # where GET /metrics (Prometheus text format) and GET /health answer:
+    # HOST:PORT, on this server only; empty: no endpoint
+    listen: str = "127.0.0.1:9465"
+
+
+@dataclass(frozen=True)
 class Logging:
     # console (one readable line an event) or json (one JSON object a line, for
     # a log collector)
@@ -346,6 +353,7 @@ class Config:
     compliance: Compliance = field(default_factory=Compliance)
     recording: Recording = field(default_factory=Recording)
     outbound: Outbound = field(default_factory=Outbound)
+    metrics: Metrics = field(default_factory=Metrics)
     logging: Logging = field(default_factory=Logging)
 
     def beside_config(self, p: Path) -> Path:
@@ -565,6 +573,12 @@ def _check(cfg: Config) -> None:
     if c.retention_days < 1:
         raise ConfigError("[compliance] retention_days must be at least 1 (a purge would remove "
                           "every transcript and recording)", cfg.path, None)
+    try:
+        from .metrics import parse_listen
+
+        parse_listen(cfg.metrics.listen)
+    except ValueError as exc:
+        raise ConfigError(f"[metrics] {exc}", cfg.path, None) from None
     o = cfg.outbound
     try:
         from .outbound.campaign import WEEKDAYS, DialRules, parse_window

@@ -61,6 +61,7 @@ async def converse(call: CallLeg, s: Services) -> None:
             if misses >= d.max_misses:
                 reply = Reply(say.transfer, Action.OPERATOR, "too many misses")
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
+            s.metrics.turns.labels(reply.intent).inc()
             if reply.action is Action.URGENT:
                 # the dialplan plays the safety message on the way to the on-call
                 note(call, s, Line("agent", reply.text))
@@ -141,9 +142,11 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     early = heard.transcript is not None
     transcript = await (heard.transcript if early
                         else s.stt[language].transcribe(heard.utterance.pcm, 8000))
+    waited = time.perf_counter() - t0
     log.info("call %s: %.1f s of speech, transcript ready %d ms after the end of the turn%s",
-             call.channel_id, heard.utterance.duration, (time.perf_counter() - t0) * 1000,
+             call.channel_id, heard.utterance.duration, waited * 1000,
              " (started at a pause)" if early else "")
+    s.metrics.transcript_wait.labels(language).observe(waited)
     note(call, s, Line("caller", transcript))
     if not transcript.strip():
         return Reply(say.not_understood, intent="unknown")
@@ -152,6 +155,7 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     if s.journal is not None:
         s.journal.screened(call.channel_id, s.cfg.general.specialty, finding)
     if finding.urgent:
+        s.metrics.red_flags.inc()
         # the flag, not the caller's words: those are PHI (compliance/redact.py)
         log.warning("call %s: red flag %s (%s): safety message, then %s",
                     call.channel_id, finding.flag, finding.action,

@@ -321,3 +321,13 @@ def test_the_export_part_writes_out_a_day_of_calls_from_a_real_store():
     assert export["met"] is False and export["value"] == 11.0
     text = bench.format_report({"export": result, "targets": targets})
     assert "Audit export: a day of 20 calls" in text and "MISSED" in text
+
+
+def test_the_metrics_part_scrapes_a_real_endpoint_with_live_calls():
+    result = bench.bench_metrics(8, 20)
+    s = result["scrape_ms"]
+    assert result["live_calls"] == 8 and s["n"] == 20 and 0 < s["p50"] <= s["p95"] <= s["max"]
+    targets = bench.check_targets({"metrics": dict(result, scrape_ms=dict(s, p95=12.0))})
+    [scrape] = [t for t in targets if t["target"].startswith("metrics scrape")]
+    assert scrape["met"] is False and scrape["value"] == 12.0
+    assert "Metrics: GET /metrics with 8 live calls" in bench.format_report({"metrics": result})

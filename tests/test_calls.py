@@ -266,6 +266,38 @@ def test_a_full_call_connects_only_to_allowed_hosts(booking_call, agent, sandbox
     assert not outside, f"hosts used outside the allowlist {sorted(allowlist)}: {outside}"
 
 
+def test_metrics_count_the_call_and_name_no_one(booking_call, agent, sandbox_cfg):
+    """GET /metrics and /health of the running agent ([metrics] listen) after the
+    booking: its turns and transcript waits counted, nothing about the caller."""
+    import json
+    import urllib.request
+
+    from asterisk_agent.metrics import parse_listen
+
+    host, port = parse_listen(sandbox_cfg.metrics.listen)
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=5) as r:
+            health = json.loads(r.read())
+    except OSError as exc:
+        pytest.fail(f"no metrics endpoint on {host}:{port} ({exc}):\n" + agent.log()[-3000:])
+
+    def value(series: str) -> float:
+        found = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith(series + " ")]
+        assert found, f"no {series} in:\n{text[:3000]}"
+        return found[0]
+
+    assert value('asterisk_agent_turns_total{intent="book confirmed"}') >= 1
+    assert value('asterisk_agent_transcript_wait_seconds_count{language="en"}') >= 5
+    assert value("asterisk_agent_ari_connected") == 1
+    assert value('asterisk_agent_queue_depth{language="en",stage="stt"}') >= 0
+    assert health["ok"] is True and health["ari_connected"] is True
+    for phi in ("MRN1", "Rivera", "Ana ", "03121984"):
+        assert phi not in text, phi
+
+
 async def upcoming(cfg, patient_id, tmp_path):
     """The patient's appointments as the interface engine has them."""
     from asterisk_agent.ehr.link import EhrLink

@@ -151,6 +151,10 @@ class LlamaCppEngine:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, queue_size))
         self._thread: threading.Thread | None = None
 
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
     # Contexts are made in the worker thread: the first takes about a second (the
     # file is read), later ones less; llama.cpp's state stays with the one thread
     # that uses it.
@@ -409,6 +413,11 @@ class LanguageModel:
     @property
     def name(self) -> str:
         return self.engine.name
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for the model (the metrics' queue depth)."""
+        return getattr(self.engine, "depth", 0)
 
     async def start(self) -> None:
         # answers in English are the commonest request: warm up in their context

@@ -173,6 +173,12 @@ class Outbox:
                 rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
         return [Entry(*r) for r in rows]
 
+    def count(self, state: str) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = ?",
+                                    (state,)).fetchone()
+        return n
+
     def attempted(self, entry_id: int) -> None:
         with self._lock:
             self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?",

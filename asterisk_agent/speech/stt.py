@@ -9,9 +9,7 @@ for hundreds of milliseconds, so SttPool runs it in worker threads.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +17,7 @@ import numpy as np
 from .. import config
 from . import ModelError
 from .audio import RATE_16K, resample, to_float
+from .pool import WorkerPool
 from .models import whisper_model
 
 log = logging.getLogger(__name__)
@@ -116,20 +115,12 @@ def load_transcriber(cfg: config.Stt) -> Transcriber:
     raise ModelError(f"unknown STT engine {cfg.engine!r} (choose faster-whisper or whisper.cpp)")
 
 
-class SttPool:
+class SttPool(WorkerPool):
     """Transcription in a bounded pool of worker threads."""
 
     def __init__(self, transcriber: Transcriber, workers: int = 1):
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
+        super().__init__(workers, "stt")
         self.transcriber = transcriber
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt")
 
     async def transcribe(self, pcm: np.ndarray, rate: int, language: str | None = None) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self.transcriber.transcribe, pcm, rate, language)
-
-    def close(self) -> None:
-        """Stop taking work; transcriptions already queued are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        return await self._run(self.transcriber.transcribe, pcm, rate, language)

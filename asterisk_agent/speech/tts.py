@@ -9,14 +9,12 @@ threads and the event loop never waits on a model.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import subprocess
 import threading
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +23,7 @@ import numpy as np
 from .. import config
 from . import ModelError
 from .audio import RATE_8K, from_float, parse_wav_bytes, resample, trim_silence, write_wav
+from .pool import WorkerPool
 
 
 # silence kept before a sentence, and after it (the pause before the next one)
@@ -183,14 +182,12 @@ def load_synthesizer(cfg: config.Tts) -> Synthesizer:
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class TtsPool:
+class TtsPool(WorkerPool):
     """Synthesis in a bounded pool of worker threads, delivering 8 kHz audio."""
 
     def __init__(self, synth: Synthesizer, workers: int = 1):
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
+        super().__init__(workers, "tts")
         self.synth = synth
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts")
 
     def _synthesize_8k(self, text: str) -> tuple[np.ndarray, int]:
         pcm, rate = self.synth.synthesize(text)
@@ -208,8 +205,7 @@ class TtsPool:
         """Text to (int16 samples, 8000)."""
         if not text.strip():
             raise ValueError("nothing to synthesize: empty text")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._synthesize_8k, text)
+        return await self._run(self._synthesize_8k, text)
 
     async def to_file(self, text: str, directory: Path, stem: str) -> Path:
         """Synthesize into <directory>/<stem>.wav (8 kHz 16-bit mono) and return its path.
@@ -223,9 +219,4 @@ class TtsPool:
         if not _STEM.match(stem):
             raise ValueError(f"sound file stem {stem!r}: use letters, digits, '.', '-', '_'")
         path = Path(directory) / f"{stem}.wav"
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._to_file, text, path)
-
-    def close(self) -> None:
-        """Stop taking work; syntheses already queued are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        return await self._run(self._to_file, text, path)
