@@ -370,6 +370,13 @@ class Listener:
         self._tasks: list[asyncio.Task] = []
         self._playing: list[Playback] | None = None
         self._early: tuple[float, asyncio.Future] | None = None
+        # an early transcript the caller talked past: no longer the turn's, but
+        # its words are still screened (see _transcribe_early)
+        self._screening: asyncio.Future | None = None
+        # turns ended so far: a transcript finishing after its turn flags nothing
+        self._turn = 0
+        # the early transcript handed over as a whole turn's
+        self._handed: asyncio.Future | None = None
         self.barged_in = False
 
     def start(self) -> None:
@@ -381,6 +388,8 @@ class Listener:
             task.cancel()
         if self._early is not None:
             self._early[1].cancel()
+        if self._screening is not None:
+            self._screening.cancel()
 
     def speaking(self, playbacks: list[Playback] | None) -> None:
         """Mark what is playing now and may be interrupted (None: nothing)."""
@@ -410,18 +419,37 @@ class Listener:
                 elif isinstance(ev, Utterance):
                     self.turns.put_nowait(Heard(ev, self._early_transcript(ev)))
                     self._flagged = None
+                    self._turn += 1
+                    if self._screening is not None:
+                        self._screening.cancel()
+                        self._screening = None
 
     def _transcribe_early(self, so_far: Utterance) -> None:
         if self._early is not None:
-            self._early[1].cancel()  # the caller went on: that one is stale
-        job = asyncio.ensure_future(self._transcribe_and_anticipate(so_far))
+            # The caller went on: that transcript is not the turn's any more.  It
+            # is not stopped: its words still go through the urgent screen, so a
+            # red flag said before the pause need not wait for the whole turn on
+            # a busy machine (a transcription already running finishes anyway).
+            # One such at a time: an older one still waiting for the worker goes.
+            if self._screening is not None:
+                self._screening.cancel()
+            self._screening = self._early[1]
+        job = asyncio.ensure_future(self._transcribe_and_anticipate(so_far, self._turn))
         self._early = (so_far.ended_at, job)
 
-    async def _transcribe_and_anticipate(self, so_far: Utterance) -> str:
+    async def _transcribe_and_anticipate(self, so_far: Utterance, turn: int) -> str:
         transcript = await self.stt.transcribe(so_far.pcm, 8000)
-        if self.urgent is not None and self.urgent(transcript):
-            self._flagged = transcript
-        if self.anticipate is not None:
+        job = asyncio.current_task()
+        if turn == self._turn:
+            # the turn goes on: a red flag in these words is acted on at its end
+            if self.urgent is not None and self.urgent(transcript):
+                self._flagged = transcript
+            current = self._early is not None and self._early[1] is job
+        else:
+            # the turn has ended; if this is its transcript, the reply may still be
+            # got ready while the turn's own screen runs
+            current = job is self._handed
+        if self.anticipate is not None and current:
             try:
                 self.anticipate(transcript)
             except Exception:  # only a head start: the turn is answered anyway
@@ -440,6 +468,7 @@ class Listener:
             flagged.set_result(self._flagged)
             return flagged
         if whole:
+            self._handed = early[1]
             return early[1]
         if early is not None:
             early[1].cancel()

@@ -13,8 +13,10 @@ Layers, data in and data out:
   `sdp_offer` / `parse_sdp` (pure, tested without a network).  Malformed input is
   a `SipError`; the network code logs and drops it.
 - `RtpStream` owns the RTP socket in a thread of its own: it sends a packet every
-  20 ms paced against the monotonic clock (a late tick is caught up, never
-  skipped, so the RTP clock stays true) and receives what Asterisk sends, with
+  20 ms paced against the monotonic clock (a tick a little late is caught up;
+  after a longer stall the missed ticks are skipped, the RTP timestamp jumping
+  as for lost packets, while the speech resumes where it stopped) and receives
+  what Asterisk sends, with
   the kernel's receive timestamp of each packet.  A thread rather than the event
   loop because a busy loop (a transcript arriving, JSON being written) must not
   delay a packet or smear an arrival time.
@@ -54,6 +56,12 @@ log = logging.getLogger("asterisk_agent.caller")
 
 RATE = 8000
 PTIME = 0.020
+# A sender held back longer than this (a busy or paused virtual machine) skips
+# the ticks it missed instead of sending them back to back: Asterisk's mixing
+# bridge throws away what a channel has queued beyond 80 ms, so a burst would
+# cut the caller's words, while a gap only delays them.  Up to two late
+# ticks are still caught up (a burst of three stays under 80 ms).
+MAX_CATCH_UP_S = 2 * PTIME
 FRAME_SAMPLES = 160
 PT_PCMU = 0
 PT_CN = 13
@@ -641,6 +649,11 @@ class RtpStream:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
+                if now - next_tick > MAX_CATCH_UP_S:
+                    missed = int((now - next_tick) / PTIME)
+                    self._tick += missed
+                    self.stats["skipped_ticks"] += missed
+                    next_tick = self.t0 + self._tick * PTIME
                 if now >= next_tick:
                     if self.sending:
                         self._send_tick(next_tick)

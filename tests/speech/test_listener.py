@@ -86,3 +86,58 @@ async def test_a_routine_turn_is_transcribed_whole(pool, say_neural):
     # no early answer from the first part: the whole turn's words, or a
     # transcript still to be made at the end of the turn (None)
     assert transcript is None or "tuesday" in transcript.lower(), transcript
+
+
+class HeldPool:
+    """An STT pool whose first transcription is held until a later one has
+    begun: the caller went on talking before the first part was transcribed,
+    as on a busy machine.  Scripted, not a model: what is tested is what the
+    listener does with a transcript that comes late, which timing alone cannot
+    produce on demand."""
+
+    def __init__(self, first: str):
+        self.first = first
+        self.calls = 0
+        self.later_started = asyncio.Event()
+
+    async def transcribe(self, pcm, rate, language=None):
+        self.calls += 1
+        if self.calls == 1:
+            await self.later_started.wait()
+            await asyncio.sleep(0.05)
+            return self.first
+        self.later_started.set()
+        await asyncio.sleep(30)  # the later parts are never ready before the turn ends
+        return "and then some more words"
+
+
+async def test_a_red_flag_heard_late_still_flags_the_turn(say_neural):
+    pcm = np.concatenate([silence(0.3), say_neural("I have crushing chest pain."), silence(0.3),
+                          say_neural("It started this morning."), silence(0.3),
+                          say_neural("I was walking the dog."), silence(1.0)])
+    held = HeldPool("I have crushing chest pain.")
+    transcript, wait_ms = await first_turn(held, pcm)
+    assert held.calls >= 2, "the caller never went on past the first pause"
+    assert transcript == "I have crushing chest pain.", transcript
+    assert wait_ms < 50, f"the flagged words were ready, yet the turn waited {wait_ms:.0f} ms"
+
+
+async def test_a_late_transcript_of_an_ended_turn_flags_nothing(say_neural):
+    """Words transcribed after their turn ended cannot mark the next one."""
+    call = SimpleNamespace(rtp=FrameSource(np.concatenate([
+        silence(0.3), say_neural("I have crushing chest pain."), silence(0.3),
+        say_neural("It started this morning."), silence(1.0)])),
+        dtmf=asyncio.Queue(), channel_id="test.2", gone=asyncio.Event())
+    held = HeldPool("I have crushing chest pain.")
+    services = SimpleNamespace(stt={"en": held}, cfg=config.Config())
+    ears = Listener(call, services, "en",
+                    urgent=lambda words: PROTOCOLS.screen(words, "general", "en").urgent)
+    ears.start()
+    try:
+        heard = await ears.next_turn(30)
+        assert heard is not None
+        # release the held first part only now, after the turn
+        await asyncio.sleep(0.2)
+        assert ears._flagged is None
+    finally:
+        ears.stop()
