@@ -49,13 +49,19 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(8000 * seconds), dtype=np.int16)
 
 
-async def first_turn(pool, pcm: np.ndarray):
+def listener(pool, pcm: np.ndarray) -> Listener:
+    """A started listener on a caller who says `pcm`, with the real urgent screen."""
     call = SimpleNamespace(rtp=FrameSource(pcm), dtmf=asyncio.Queue(), channel_id="test.1",
                            gone=asyncio.Event())
     services = SimpleNamespace(stt={"en": pool}, cfg=config.Config())
     ears = Listener(call, services, "en",
                     urgent=lambda words: PROTOCOLS.screen(words, "general", "en").urgent)
     ears.start()
+    return ears
+
+
+async def first_turn(pool, pcm: np.ndarray):
+    ears = listener(pool, pcm)
     try:
         heard = await ears.next_turn(30)
         # how long after the end of the turn its transcript is there
@@ -95,15 +101,17 @@ class HeldPool:
     listener does with a transcript that comes late, which timing alone cannot
     produce on demand."""
 
-    def __init__(self, first: str):
+    def __init__(self, first: str, release: asyncio.Event | None = None):
         self.first = first
         self.calls = 0
         self.later_started = asyncio.Event()
+        # when given, the first transcription waits for this instead
+        self.release = release
 
     async def transcribe(self, pcm, rate, language=None):
         self.calls += 1
         if self.calls == 1:
-            await self.later_started.wait()
+            await (self.release or self.later_started).wait()
             await asyncio.sleep(0.05)
             return self.first
         self.later_started.set()
@@ -124,20 +132,18 @@ async def test_a_red_flag_heard_late_still_flags_the_turn(say_neural):
 
 async def test_a_late_transcript_of_an_ended_turn_flags_nothing(say_neural):
     """Words transcribed after their turn ended cannot mark the next one."""
-    call = SimpleNamespace(rtp=FrameSource(np.concatenate([
-        silence(0.3), say_neural("I have crushing chest pain."), silence(0.3),
-        say_neural("It started this morning."), silence(1.0)])),
-        dtmf=asyncio.Queue(), channel_id="test.2", gone=asyncio.Event())
-    held = HeldPool("I have crushing chest pain.")
-    services = SimpleNamespace(stt={"en": held}, cfg=config.Config())
-    ears = Listener(call, services, "en",
-                    urgent=lambda words: PROTOCOLS.screen(words, "general", "en").urgent)
-    ears.start()
+    release = asyncio.Event()
+    held = HeldPool("I have crushing chest pain.", release)
+    ears = listener(held, np.concatenate([
+        silence(0.3), say_neural("I have crushing chest pain."), silence(1.0)]))
     try:
         heard = await ears.next_turn(30)
-        assert heard is not None
-        # release the held first part only now, after the turn
-        await asyncio.sleep(0.2)
+        # the transcript begun at the pause is the turn's, still to come
+        assert heard is not None and heard.transcript is not None and held.calls == 1
+        release.set()
+        assert await heard.transcript == "I have crushing chest pain."
+        await asyncio.sleep(0.1)
+        # screened with the turn in the call path; it must not flag the next turn
         assert ears._flagged is None
     finally:
         ears.stop()
