@@ -107,11 +107,9 @@ class Agent:
         cid = channel.get("id", "")
         if kind == "AgentConnected":
             self.connected.set()
-            self.services.metrics.ari_connected.set(1)
             self._spawn(self._resync(), "resync")
         elif kind == "AgentDisconnected":
             self.connected.clear()
-            self.services.metrics.ari_connected.set(0)
             log.warning("ARI connection lost (%s); %d call(s) live", event.get("reason"),
                         len(self.calls))
         elif kind == "StasisStart":

@@ -173,6 +173,7 @@ async def _start_metrics(cfg, agent):
     s = agent.services
     m = s.metrics
     m.watch_calls(lambda: len(agent.calls))
+    m.ari_connected.set_function(lambda: agent.connected.is_set())
     for language, pool in s.stt.items():
         m.watch_queue("stt", language, lambda pool=pool: pool.depth)
     for language, pool in s.tts.items():
@@ -184,8 +185,9 @@ async def _start_metrics(cfg, agent):
             m.watch_outbox(state, lambda state=state: outbox.count(state))
 
     def health() -> dict:
-        return {"ok": agent.connected.is_set(), "ari_connected": agent.connected.is_set(),
-                "live_calls": len(agent.calls), "version": __version__}
+        connected = agent.connected.is_set()
+        return {"ok": connected, "ari_connected": connected, "live_calls": len(agent.calls),
+                "version": __version__}
 
     server = MetricsServer(m, health)
     try:

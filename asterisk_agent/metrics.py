@@ -45,6 +45,7 @@ class Metrics:
             buckets=TRANSCRIPT_BUCKETS, registry=r)
         self.live_calls = Gauge("asterisk_agent_live_calls", "Calls the agent is in now",
                                 registry=r)
+        # read from the agent when scraped (set_function), like the depths below
         self.ari_connected = Gauge("asterisk_agent_ari_connected",
                                    "1 while the agent's ARI application is connected", registry=r)
         self.queue_depth = Gauge("asterisk_agent_queue_depth",
