@@ -63,6 +63,8 @@ PTIME = 0.020
 # ticks are still caught up (a burst of three stays under 80 ms).
 MAX_CATCH_UP_S = 2 * PTIME
 FRAME_SAMPLES = 160
+# lateness (samples) at a sound onset after which the heard timeline re-anchors
+ONSET_SLACK = FRAME_SAMPLES // 2
 PT_PCMU = 0
 PT_CN = 13
 PT_EVENT = 101
@@ -531,8 +533,12 @@ class RtpStream:
         self.event_pt = event_pt
         self.silence_rms = silence_rms
         # a packet arriving this much later than the timeline's end opens a gap
-        # filled with silence; smaller lateness is network jitter
+        # filled with silence; smaller lateness is network jitter.  Where sound
+        # starts after quiet, any lateness beyond ONSET_SLACK re-anchors the
+        # timeline to the clock, so a short pause of the far end (or of ours,
+        # echoed back) cannot leave the next onset early by up to the slack
         self._gap_slack = int(gap_slack_s * RATE)
+        self._quiet = True
         self.ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
         self._ts0 = secrets.randbits(32)
@@ -786,11 +792,14 @@ class RtpStream:
         with self._lock:
             end = len(self._heard) // 2
             start = int(round((arrival - self.t0) * RATE)) - len(pcm)
-            if start > end + self._gap_slack:
+            level = rms(pcm)
+            onset = self._quiet and level > self.silence_rms
+            if start > end + (ONSET_SLACK if onset else self._gap_slack):
                 self._heard += bytes(2 * (start - end))
                 end = start
             self._heard += pcm.astype("<i2").tobytes()
-            a = Arrival(arrival, end, len(pcm), rms(pcm))
+            self._quiet = level <= self.silence_rms
+            a = Arrival(arrival, end, len(pcm), level)
             self._arrivals.append(a)
             if a.rms > self.silence_rms:
                 self._last_audio = arrival

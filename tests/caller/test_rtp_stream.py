@@ -193,6 +193,38 @@ def test_gaps_become_silence_so_offsets_stay_wall_clock_true():
         src.close()
 
 
+def test_an_onset_after_a_short_pause_sits_at_its_arrival():
+    """A pause shorter than the gap slack (here 40 ms, e.g. a stalled sender)
+    must not leave the next sound early on the timeline: onsets re-anchor."""
+    sock, src = udp(), udp()
+    stream = RtpStream(sock, src.getsockname())
+    t0 = time.monotonic()
+    stream.start(t0, sending=False)
+    try:
+        quiet = ulaw_encode(np.zeros(160, dtype=np.int16))
+        loud = ulaw_encode(tone(0.02))
+        seq, ts = 100, 5000
+        for payload, pause in [(quiet, 0.0)] * 10 + [(loud, 0.04)] + [(loud, 0.0)] * 4:
+            time.sleep(pause)
+            seq += 1
+            ts += 160
+            src.sendto(build_rtp(payload, payload_type=0, sequence=seq, timestamp=ts, ssrc=7),
+                       sock.getsockname())
+            time.sleep(0.02)
+        time.sleep(0.05)
+        arrivals = stream.arrivals()
+        assert len(arrivals) == 15
+        onset = arrivals[10]
+        assert abs(onset.position - ((onset.time - t0) * RATE - 160)) <= 80, (
+            onset.position, (onset.time - t0) * RATE - 160)
+        # within the sound, jitter does not open gaps: the frames stay contiguous
+        assert [a.position - onset.position for a in arrivals[10:]] == [0, 160, 320, 480, 640]
+    finally:
+        stream.stop()
+        sock.close()
+        src.close()
+
+
 def test_garbage_and_strangers_are_counted_and_dropped():
     sock, src = udp(), udp()
     stream = RtpStream(sock, src.getsockname())
