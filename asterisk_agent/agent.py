@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .compliance import redact
 from .compliance.journal import CallJournal
@@ -55,6 +56,7 @@ class Services:
     safety_sounds: dict[str, asyncio.Future] = field(default_factory=dict)
     # counters and histograms for /metrics (asterisk_agent/metrics.py)
     metrics: Metrics = field(default_factory=Metrics)
+    ami: object | None = None  # telephony/ami.py AmiClient: can a person take a call? ([ami])
 
     async def close(self) -> None:
         # async for the model: its worker thread is joined, or its server session closed
@@ -68,6 +70,18 @@ class Services:
             pool.close()
 
 
+class Placed(Protocol):
+    """A call the agent places (outbound/dialer.py), as the event dispatch sees it."""
+
+    number: str
+
+    async def converse(self, leg: CallLeg, services: Services) -> None: ...
+
+    def dialed(self, status: str) -> None: ...
+
+    def ended(self, event: dict) -> None: ...
+
+
 class Agent:
     def __init__(self, services: Services):
         self.services = services
@@ -76,14 +90,25 @@ class Agent:
         self.tasks: set[asyncio.Task] = set()
         self.ari: AriClient | None = None
         self.connected = asyncio.Event()
+        # calls we place (outbound), by channel id: see expect()
+        self.placed: dict[str, Placed] = {}
 
-    async def run(self) -> None:
+    def expect(self, channel_id: str, placed: Placed) -> None:
+        """A call we are placing: once answered its StasisStart runs placed.converse
+        instead of the receptionist; placed.dialed hears how the ringing went
+        (Dial events), placed.ended the channel's end (ChannelDestroyed)."""
+        self.placed[channel_id] = placed
+
+    async def run(self, subscribe_all: bool = False) -> None:
+        """Take calls until cancelled; `subscribe_all` also brings the events of
+        channels not (yet) in our application: how a placed call's ringing,
+        busy or unanswered end is heard of."""
         async with AriClient(self.cfg.ari) as ari:
             self.ari = ari
             if self.services.journal is not None and self.cfg.recordings_path is not None:
                 self._spawn(self._take_recordings(self.cfg.recordings_path), "recordings")
             try:
-                async for event in ari.events():
+                async for event in ari.events(subscribe_all):
                     try:
                         self.dispatch(event)
                     except Exception:  # one bad event never stops the others
@@ -114,13 +139,18 @@ class Agent:
                         len(self.calls))
         elif kind == "StasisStart":
             leg = self._leg_of(cid)
-            if leg is not None and cid != leg.channel_id:
+            if cid in self.placed and leg is None:
+                self._start_call(channel, event.get("args") or [])
+            elif leg is not None and cid != leg.channel_id:
                 leg.media_started(cid)
             elif cid.startswith(self.cfg.ari.app + "-"):
                 log.info("StasisStart for a leftover media channel %s", cid)
             elif cid and cid not in self.calls:
                 self._start_call(channel, event.get("args") or [])
         elif kind in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
+            placed = self.placed.get(cid)
+            if placed is not None and kind == "ChannelDestroyed":
+                placed.ended(event)
             leg = self._leg_of(cid)
             if leg is not None and cid == leg.channel_id:
                 leg.caller_left()
@@ -128,6 +158,11 @@ class Agent:
             leg = self._leg_of(cid)
             if leg is not None:
                 leg.dtmf.put_nowait(Dtmf(str(event.get("digit", "")), asyncio.get_running_loop().time()))
+        elif kind == "Dial":
+            # how the ringing of a call we placed went: BUSY, NOANSWER, ...
+            placed = self.placed.get((event.get("peer") or {}).get("id", ""))
+            if placed is not None and event.get("dialstatus"):
+                placed.dialed(str(event["dialstatus"]))
         elif kind in ("PlaybackStarted", "PlaybackFinished"):
             target = event.get("playback", {}).get("target_uri", "")
             leg = self._leg_of(target.partition(":")[2])
@@ -146,11 +181,16 @@ class Agent:
     def _start_call(self, channel: dict, args: list[str]) -> None:
         assert self.ari is not None
         leg = CallLeg(self.cfg, self.ari, channel, list(args))
+        placed = self.placed.get(leg.channel_id)
+        if placed is not None:
+            # the far party of a call we placed is the patient we rang
+            leg.caller_number, leg.caller_name = placed.number, ""
         self.calls[leg.channel_id] = leg
-        self._spawn(self._run_call(leg), f"call-{leg.channel_id}")
+        self._spawn(self._run_call(leg, placed), f"call-{leg.channel_id}")
 
-    async def _run_call(self, leg: CallLeg) -> None:
-        log.info("call %s from %s: start", leg.channel_id, "caller" if leg.caller_number else "?")
+    async def _run_call(self, leg: CallLeg, placed: Placed | None = None) -> None:
+        log.info("call %s %s: start", leg.channel_id,
+                 "placed by us" if placed else "from caller" if leg.caller_number else "from ?")
         # the caller ID is PHI: kept out of every log line until the call ends
         redact.remember(leg.caller_number, leg.caller_name, call=leg.channel_id)
         journal = self.services.journal
@@ -158,7 +198,8 @@ class Agent:
             journal.call_started(leg.channel_id, leg.caller_number)
         try:
             await leg.connect_media()
-            await converse(leg, self.services)
+            await (placed.converse(leg, self.services) if placed is not None
+                   else converse(leg, self.services))
         except CallerGone:
             leg.outcome = leg.outcome if leg.outcome != "unknown" else "caller hung up"
         except asyncio.CancelledError:

@@ -49,9 +49,10 @@ def cmd_serve(args) -> int:
     return asyncio.run(_serve_worker(cfg))
 
 
-async def load_services(cfg: config_mod.Config):
+async def load_services(cfg: config_mod.Config, llm: bool = True):
     """Load the practice file and the models once; any problem is fatal and clear,
-    but for the language model, without which calls go on with fixed phrasing."""
+    but for the language model, without which calls go on with fixed phrasing
+    (and which outbound calls, with their fixed questions, do without)."""
     from .agent import Services
     from .dialog import practice, screen
     from .speech.stt import SttPool, load_transcriber
@@ -79,7 +80,7 @@ async def load_services(cfg: config_mod.Config):
 
         providers = load_providers(cfg.provider_hours_path)
     return Services(cfg=cfg, practice=facts, protocols=protocols, stt=stt, tts=tts,
-                    providers=providers, llm=await _open_llm(cfg, facts))
+                    providers=providers, llm=await _open_llm(cfg, facts) if llm else None)
 
 
 async def _open_llm(cfg: config_mod.Config, facts):
@@ -123,7 +124,11 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
 
     from .compliance.journal import CallJournal
     from .compliance.store import open_store
+    from .telephony.ami import AmiClient
 
+    # AMI's secret before anything opens: a missing or readable secret file is a
+    # configuration error, as for the store's key
+    ami = AmiClient.from_config(cfg) if cfg.ami.username else None
     # the store first: without its key no call is taken (nothing would be kept)
     journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
     try:
@@ -141,6 +146,10 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
     # callers ask for waits in the outbox
     services.ehr = EhrLink(cfg, store=journal.store)
     await services.ehr.start()
+    if ami is not None:
+        # logs in in the background: an AMI that is down costs only its checks
+        services.ami = ami
+        ami.start()
     log = logging.getLogger("asterisk_agent")
     # every safety message ready before the first caller: a red flag is then
     # put through to the on-call without waiting on the voice
@@ -152,11 +161,16 @@ async def _serve_worker(cfg: config_mod.Config) -> int:
              cfg.general.language, cfg.ari.url, cfg.ari.app)
     agent = Agent(services)
     server = await _start_metrics(cfg, agent)
+    agi = await _start_agi(cfg, agent)
     try:
         await agent.run()
     finally:
+        if agi is not None:
+            await agi.close()
         if server is not None:
             await server.close()
+        if ami is not None:
+            await ami.close()
         await services.ehr.close()
         await services.close()
     return 0
@@ -198,6 +212,28 @@ async def _start_metrics(cfg, agent):
         return None
     logging.getLogger("asterisk_agent").info(
         "metrics on http://%s:%d/metrics, health on /health", where[0], server.port)
+    return server
+
+
+async def _start_agi(cfg, agent):
+    """The FastAGI entry ([agi] listen) for dialplans that use AGI(); a port in
+    use costs that entry (those callers go to the operator), never the calls
+    that come through Stasis()."""
+    from .metrics import parse_listen
+    from .telephony.agi import ROUTE, AgiServer
+
+    where = parse_listen(cfg.agi.listen)
+    if where is None:
+        return None
+    server = AgiServer(agent.services, ari_connected=agent.connected.is_set)
+    try:
+        await server.start(*where)
+    except OSError as exc:
+        logging.getLogger("asterisk_agent").warning(
+            "agi: cannot listen on %s (%s); running without FastAGI", cfg.agi.listen, exc)
+        return None
+    logging.getLogger("asterisk_agent").info(
+        "FastAGI on agi://%s:%d/%s", where[0], server.port, ROUTE)
     return server
 
 
@@ -260,7 +296,13 @@ def cmd_outbound(args) -> int:
     from .outbound import cli as outbound_cli
 
     cfg = _load_config(args)
-    _setup_logging("warning")
+    if args.action == "run":
+        _setup_logging(args.log_level or cfg.general.log_level, cfg)
+        from .compliance import egress
+
+        egress.install(egress.allowed_hosts(cfg))
+    else:
+        _setup_logging("warning")
     return outbound_cli.cmd_outbound(args, cfg)
 
 
@@ -291,6 +333,16 @@ def cmd_status(args) -> int:
     state = asyncio.run(_app_state(cfg, args.wait))
     print(json.dumps(state))
     return 0 if state["app_registered"] else 1
+
+
+# --- calls ----------------------------------------------------------------------
+def cmd_calls(args) -> int:
+    """The agent's live calls from AMI, without caller IDs."""
+    from .telephony.calls_cli import cmd_calls as calls
+
+    cfg = _load_config(args)
+    _setup_logging("error")
+    return calls(args, cfg)
 
 
 async def _app_state(cfg: config_mod.Config, wait: float) -> dict:
@@ -354,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait up to this long for the agent to connect")
     p.set_defaults(func=cmd_status)
 
+    from .telephony.calls_cli import add_arguments as calls_arguments
+
+    p = sub.add_parser("calls", parents=[common],
+                       help="the agent's live calls, from AMI (no caller IDs; exit 2 without AMI)")
+    calls_arguments(p)
+    p.set_defaults(func=cmd_calls)
+
     from .ehr.cli import add_arguments as ehr_arguments
 
     p = sub.add_parser("ehr", parents=[common],
@@ -385,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .outbound.cli import add_arguments as outbound_arguments
 
     p = sub.add_parser("outbound", parents=[common],
-                       help="outbound campaigns: check a campaign file as a run would read it")
+                       help="outbound campaigns: check a campaign file, or place its calls")
     outbound_arguments(p)
     p.set_defaults(func=cmd_outbound)
 

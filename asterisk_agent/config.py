@@ -66,6 +66,29 @@ class Ari:
 
 
 @dataclass(frozen=True)
+class Ami:
+    # the Asterisk Manager Interface (manager.conf): whether anybody can take a
+    # call before a caller is put through to a person, and the live calls of
+    # `asterisk-agent calls`.  Empty username: AMI is not used.
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = ""
+    # a file holding the user's secret (manager.conf secret) on one line, owned
+    # by root or the agent's user, mode 0600 (relative to this file)
+    secret_file: Path = Path("/etc/asterisk-agent/ami.secret")
+    # seconds a check may take, connecting included; past it the caller is put
+    # through as if AMI were not there
+    timeout: float = 1.0
+    # who takes calls handed to the front desk: the members of this queue
+    # (queues.conf), or these phones (PJSIP/desk1, PJSIP/desk2); neither: not asked
+    operator_queue: str = ""
+    operator_devices: tuple[str, ...] = ()
+    # the same for the on-call clinician
+    oncall_queue: str = ""
+    oncall_devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Media:
     # where the agent's RTP listener binds; Asterisk sends the caller's audio here
     rtp_host: str = "127.0.0.1"
@@ -307,6 +330,18 @@ class Outbound:
     max_concurrent: int = 2
     attempts: int = 3
     retry_after: float = 1800.0
+    # how Asterisk reaches a patient: a dial string with {number} in it, e.g.
+    # PJSIP/{number}@my-trunk; empty: `outbound run` refuses to start
+    dial: str = ""
+    # the caller ID patients see (empty: the practice's phone from practice.conf)
+    caller_id: str = ""
+    # seconds a call rings before it counts as not answered
+    ring_timeout: float = 30.0
+    # the ARI application `outbound run` connects as (not [ari] app: the agent
+    # that takes incoming calls keeps that one), and the dialplan context an
+    # answered call runs first (answering-machine detection, dialplan/ai-agent.conf)
+    app: str = "ai-agent-outbound"
+    context: str = "ai-agent-outbound"
 
 
 @dataclass(frozen=True)
@@ -314,6 +349,13 @@ class Metrics:
     # where GET /metrics (Prometheus text format) and GET /health answer:
     # HOST:PORT, on this server only; empty: no endpoint
     listen: str = "127.0.0.1:9465"
+
+
+@dataclass(frozen=True)
+class Agi:
+    # the FastAGI server that AGI(agi://HOST:PORT/ai-agent) in the dialplan
+    # reaches (dialplan/ai-agent.conf, [ai-agent-agi]): HOST:PORT; empty: none
+    listen: str = "127.0.0.1:4573"
 
 
 @dataclass(frozen=True)
@@ -340,6 +382,7 @@ class Config:
     path: Path | None = None
     general: General = field(default_factory=General)
     ari: Ari = field(default_factory=Ari)
+    ami: Ami = field(default_factory=Ami)
     media: Media = field(default_factory=Media)
     dialplan: Dialplan = field(default_factory=Dialplan)
     sounds: Sounds = field(default_factory=Sounds)
@@ -354,6 +397,7 @@ class Config:
     recording: Recording = field(default_factory=Recording)
     outbound: Outbound = field(default_factory=Outbound)
     metrics: Metrics = field(default_factory=Metrics)
+    agi: Agi = field(default_factory=Agi)
     logging: Logging = field(default_factory=Logging)
 
     def beside_config(self, p: Path) -> Path:
@@ -402,6 +446,10 @@ class Config:
         """[compliance] credentials_file, None when it is not set."""
         p = self.compliance.credentials_file
         return None if str(p) in ("", ".") else self.beside_config(p)
+
+    @property
+    def ami_secret_path(self) -> Path:
+        return self.beside_config(self.ami.secret_file)
 
     @property
     def ehr_outbox_path(self) -> Path:
@@ -576,9 +624,16 @@ def _check(cfg: Config) -> None:
     try:
         from .metrics import parse_listen
 
-        parse_listen(cfg.metrics.listen)
+        metrics = parse_listen(cfg.metrics.listen)
     except ValueError as exc:
         raise ConfigError(f"[metrics] {exc}", cfg.path, None) from None
+    try:
+        agi = parse_listen(cfg.agi.listen, example="127.0.0.1:4573")
+    except ValueError as exc:
+        raise ConfigError(f"[agi] {exc}", cfg.path, None) from None
+    if agi is not None and agi == metrics:
+        raise ConfigError(f"[agi] listen = {cfg.agi.listen}: the same as [metrics] listen",
+                          cfg.path, None)
     o = cfg.outbound
     try:
         from .outbound.campaign import WEEKDAYS, DialRules, parse_window
@@ -591,12 +646,55 @@ def _check(cfg: Config) -> None:
     if unknown_days:
         raise ConfigError(f"[outbound] calling_days: {unknown_days[0]!r} is not one of "
                           f"{', '.join(WEEKDAYS)}", cfg.path, None)
+    if o.dial and "{number}" not in o.dial:
+        raise ConfigError(f"[outbound] dial = {o.dial}: write {{number}} where the patient's "
+                          "number goes, e.g. PJSIP/{number}@my-trunk", cfg.path, None)
+    if o.ring_timeout <= 0:
+        raise ConfigError("[outbound] ring_timeout must be above 0", cfg.path, None)
+    if o.app == cfg.ari.app:
+        raise ConfigError(f"[outbound] app = {o.app}: the same as [ari] app; outbound calls "
+                          "need an ARI application of their own", cfg.path, None)
     if o.max_concurrent < 1 or o.attempts < 1 or o.retry_after < 0:
         raise ConfigError("[outbound] max_concurrent and attempts must be at least 1, "
                           "retry_after not below 0", cfg.path, None)
     if not cfg.ari.url.startswith(("http://", "https://")):
         raise ConfigError(f"[ari] url {cfg.ari.url!r} must start with http:// or https://",
                           cfg.path, None)
+    _check_ami(cfg)
+
+
+# a phone as Asterisk names it for DEVICE_STATE(): TECHNOLOGY/RESOURCE
+_DEVICE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*/[^\s,()]+")
+
+
+def _check_ami(cfg: Config) -> None:
+    a = cfg.ami
+    watched = {"operator_queue": a.operator_queue, "operator_devices": a.operator_devices,
+               "oncall_queue": a.oncall_queue, "oncall_devices": a.oncall_devices}
+    if not a.username:
+        named = [key for key, value in watched.items() if value]
+        if named:
+            raise ConfigError(f"[ami] {named[0]} is set but [ami] username is empty: name the "
+                              "manager.conf user the agent logs in as", cfg.path, None)
+        return
+    if not a.host or not 0 < a.port < 65536:
+        raise ConfigError(f"[ami] host {a.host!r} and port {a.port}: not a valid address",
+                          cfg.path, None)
+    if str(a.secret_file) in ("", "."):
+        raise ConfigError("[ami] secret_file: name the file that holds the secret of "
+                          f"[ami] username {a.username!r} (never the secret itself)",
+                          cfg.path, None)
+    if a.timeout <= 0:
+        raise ConfigError("[ami] timeout must be above 0", cfg.path, None)
+    for key in ("operator_devices", "oncall_devices"):
+        wrong = [d for d in watched[key] if not _DEVICE.fullmatch(d)]
+        if wrong:
+            raise ConfigError(f"[ami] {key}: {wrong[0]!r} is not a phone as Asterisk names "
+                              "it (TECHNOLOGY/RESOURCE, e.g. PJSIP/desk1)", cfg.path, None)
+    for key in ("operator_queue", "oncall_queue"):
+        if re.search(r"[\s,()]", watched[key]):
+            raise ConfigError(f"[ami] {key}: {watched[key]!r} is not a queue name of "
+                              "queues.conf", cfg.path, None)
 
 
 def load(path: str | os.PathLike | None = None) -> Config:

@@ -53,6 +53,7 @@ async def converse(call: CallLeg, s: Services) -> None:
     try:
         await speak(call, voice, ears, first.greeting(s.practice, language))
         misses = 0
+        offered_message = False
         while True:
             heard = await ears.next_turn(s.cfg.vad.no_input_s)
             reply = await understand(call, s, desk, heard, language)
@@ -60,24 +61,57 @@ async def converse(call: CallLeg, s: Services) -> None:
             # silence counts too, which the receptionist never sees
             if misses >= d.max_misses:
                 reply = Reply(say.transfer, Action.OPERATOR, "too many misses")
+            # once per call: a caller who asks for a person again is put through
+            if not offered_message:
+                instead = await message_if_nobody_free(call, s, desk, reply)
+                if instead is not None:
+                    offered_message, reply = True, instead
             log.info("call %s: turn -> %s", call.channel_id, reply.intent)
             s.metrics.turns.labels(reply.intent).inc()
-            if reply.action is Action.URGENT:
-                # the dialplan plays the safety message on the way to the on-call
-                note(call, s, Line("agent", reply.text))
-                await call.transfer_urgent(await safety_sound(s, reply.text, language))
-                return
-            await speak(call, voice, ears, reply.text, interruptible=reply.action is Action.CONTINUE,
-                        reword=rewording(s, language) if reply.action is Action.CONTINUE else None)
-            if reply.action is Action.OPERATOR:
-                await call.transfer_to_operator()
-                return
-            if reply.action is Action.HANGUP:
-                await call.hangup()
+            if await answer(call, s, voice, ears, reply, language, rewording(s, language)):
                 return
     finally:
         ears.stop()
         voice.drop()
+
+
+async def answer(call: CallLeg, s: Services, voice: Voice, ears: Listener, reply: Reply,
+                 language: str, reword: Reword | None = None) -> bool:
+    """Say the reply and do what it says; True once the call has left the agent
+    (to the on-call, to a person, or hung up)."""
+    if reply.action is Action.URGENT:
+        # the dialplan plays the safety message on the way to the on-call
+        note(call, s, Line("agent", reply.text))
+        await call.transfer_urgent(await safety_sound(s, reply.text, language))
+        return True
+    going_on = reply.action is Action.CONTINUE
+    await speak(call, voice, ears, reply.text, interruptible=going_on,
+                reword=reword if going_on else None)
+    if reply.action is Action.OPERATOR:
+        await call.transfer_to_operator()
+        return True
+    if reply.action is Action.HANGUP:
+        await call.hangup()
+        return True
+    return False
+
+
+async def message_if_nobody_free(call: CallLeg, s: Services, desk: Receptionist,
+                                 reply: Reply) -> Reply | None:
+    """A caller who asked for a person, when AMI says nobody can take the call:
+    an apology and a message instead of ringing into the void.  None: put the
+    caller through as asked (somebody can, AMI cannot tell or is not used, or no
+    message can be taken).  Urgent calls never come here: they go to the
+    on-call at once."""
+    if reply.action is not Action.OPERATOR or reply.intent != "operator" or s.ami is None:
+        return None
+    if await s.ami.can_take_call("operator") is not False:
+        return None
+    instead = desk.take_message_instead()
+    if instead is not None:
+        log.info("call %s: nobody can take the call at the front desk: a message instead",
+                 call.channel_id)
+    return instead
 
 
 def rewording(s: Services, language: str) -> Reword | None:

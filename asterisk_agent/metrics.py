@@ -69,14 +69,18 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """"127.0.0.1:9465" as (host, port); "" (metrics off) as None."""
+def parse_listen(text: str, example: str = "127.0.0.1:9465") -> tuple[str, int] | None:
+    """"127.0.0.1:9465" as (host, port); "" (the listener off) as None.
+
+    For every `listen` setting ([metrics], [agi]); `example` is the one its
+    error message shows.
+    """
     text = text.strip()
     if not text:
         return None
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:9465")
+        raise ValueError(f"listen {text!r}: write HOST:PORT, e.g. {example}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

@@ -25,6 +25,9 @@ def make_agent() -> Agent:
     {"type": "PlaybackFinished", "playback": {"target_uri": "garbage"}},
     {"type": "ChannelHangupRequest", "channel": {"id": "nobody"}},
     {"type": "StasisStart", "channel": {"id": "ai-agent-leftover-media"}},
+    {"type": "Dial", "dialstatus": "BUSY"},
+    {"type": "Dial", "peer": {"id": "not-ours"}, "dialstatus": "BUSY"},
+    {"type": "ChannelDestroyed", "channel": {"id": "not-ours"}, "cause": 17},
 ])
 async def test_odd_events_do_not_raise(event):
     agent = make_agent()
@@ -47,3 +50,31 @@ async def test_events_reach_the_right_call():
     assert leg._ready[leg.snoop_channel_id].done()
     agent.dispatch({"type": "StasisEnd", "channel": {"id": "chan-2"}})
     assert other.gone.is_set() and not leg.gone.is_set()
+
+
+class Placing:
+    """A call being placed, as the dialer registers it (outbound/dialer.py Attempt)."""
+
+    number = "5550101001"
+
+    def __init__(self):
+        self.dialstatus, self.endings = [], []
+
+    def dialed(self, status):
+        self.dialstatus.append(status)
+
+    def ended(self, event):
+        self.endings.append(event)
+
+
+async def test_a_placed_call_hears_its_ringing_and_its_end():
+    agent = make_agent()
+    placing = Placing()
+    agent.expect("outbound-1", placing)
+    agent.dispatch({"type": "Dial", "peer": {"id": "outbound-1"}, "dialstatus": "RINGING"})
+    agent.dispatch({"type": "Dial", "peer": {"id": "outbound-1"}, "dialstatus": "BUSY"})
+    agent.dispatch({"type": "ChannelHangupRequest", "channel": {"id": "outbound-1"}})
+    agent.dispatch({"type": "ChannelDestroyed", "channel": {"id": "outbound-1"}, "cause": 0})
+    assert placing.dialstatus == ["RINGING", "BUSY"]
+    assert [e["cause"] for e in placing.endings] == [0]
+    assert agent.calls == {}

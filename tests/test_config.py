@@ -66,3 +66,18 @@ def test_dialog_limits_are_read_and_checked():
         (3, 2, "DRLEE")
     with pytest.raises(config.ConfigError, match=r"\[dialog\] max_id_failures"):
         config.parse("[dialog]\nmax_misses = 0\n")
+
+
+def test_agi_section_is_read_and_checked():
+    assert config.parse("").agi.listen == "127.0.0.1:4573"
+    cfg = config.parse("[agi]\nlisten = 10.0.0.7:4600\n")
+    assert cfg.agi.listen == "10.0.0.7:4600"
+    # empty: no FastAGI server
+    assert config.parse("[agi]\nlisten =\n").agi.listen == ""
+    with pytest.raises(config.ConfigError, match=r"\[agi\] listen '4573': write HOST:PORT, "
+                                                 r"e\.g\. 127\.0\.0\.1:4573"):
+        config.parse("[agi]\nlisten = 4573\n")
+    with pytest.raises(config.ConfigError, match=r"the same as \[metrics\] listen"):
+        config.parse("[agi]\nlisten = 127.0.0.1:9465\n")
+    with pytest.raises(config.ConfigError, match=r":2: unknown setting 'port' in \[agi\]"):
+        config.parse("[agi]\nport = 4573\n")

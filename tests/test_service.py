@@ -37,7 +37,7 @@ def test_the_unit_passes_systemds_own_check(tmp_path):
     # the unit names the installed command; here, the one in this environment
     command = Path(sys.prefix) / "bin" / "asterisk-agent"
     assert command.exists(), f"{command}: run tools/setup (pip install -e .)"
-    text = UNIT.read_text().replace("/usr/local/bin/asterisk-agent", str(command))
+    text = UNIT.read_text().replace("/opt/asterisk-agent/bin/asterisk-agent", str(command))
     copy = tmp_path / UNIT.name
     copy.write_text(text)
     done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,

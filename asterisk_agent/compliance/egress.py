@@ -8,9 +8,9 @@ a name looked up for any host not in the allowlist raises EgressRefused (an
 OSError, so callers treat it as the network failure it is) and is logged once
 per host.  Unix sockets and sockets of other families are local and pass.
 
-The allowlist comes from the configuration (`allowed_hosts`): Asterisk (ARI and
-RTP), the EHR engine, the language-model server when one is configured, and
-loopback.  Audit hooks cannot be removed: `install` is for a process's entry
+The allowlist comes from the configuration (`allowed_hosts`): Asterisk (ARI,
+RTP, and AMI when configured), the EHR engine, the language-model server when
+one is configured, and loopback.  Audit hooks cannot be removed: `install` is for a process's entry
 point (`asterisk-agent serve`), and tests run it in a subprocess.
 """
 
@@ -68,6 +68,13 @@ def allowed_hosts(cfg: Any) -> frozenset[str]:
         hosts.add(cfg.ehr.feed_host)
     if cfg.llm.engine == "openai" and cfg.llm.url:
         hosts.add(_host_of(cfg.llm.url))
+    if cfg.ami.username:
+        # the Asterisk Manager Interface, when the agent uses it
+        hosts.add(cfg.ami.host)
+    agi = cfg.agi.listen.strip().rpartition(":")[0]
+    if agi:
+        # the FastAGI listener binds there: an address of this machine
+        hosts.add(agi)
     return frozenset(h.strip("[]").lower() for h in hosts if h and h not in ("0.0.0.0", "::"))
 
 

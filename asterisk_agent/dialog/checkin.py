@@ -50,6 +50,8 @@ class _Say:
     severe: str
     goodbye: str
     no_instructions: str
+    machine: str
+    no_answer: str
 
 
 SAY = {
@@ -80,6 +82,12 @@ SAY = {
         goodbye="Thank you. Your answers go to your care team. If anything gets worse, call us "
                 "at {phone}, or 911 in an emergency. Goodbye.",
         no_instructions="Your care team will call you with your instructions.",
+        # an answering machine: who should call whom back, and nothing else (no
+        # health information: anyone in the household may play it)
+        machine="Hello, this is a message for {given} from {practice}. Please call us back "
+                "at {phone}. Thank you.",
+        no_answer="I did not hear an answer. We will call you again, or please call us at "
+                  "{phone}. Goodbye.",
     ),
     "es": _Say(
         opening="Hola, le llama el asistente automático de {practice}, para {given} {family}. "
@@ -107,6 +115,10 @@ SAY = {
         goodbye="Gracias. Sus respuestas llegan a su equipo médico. Si algo empeora, llámenos "
                 "al {phone}, o al 911 en una emergencia. Adiós.",
         no_instructions="Su equipo médico le llamará con sus instrucciones.",
+        machine="Hola, este es un mensaje para {given} de {practice}. Por favor, devuélvanos "
+                "la llamada al {phone}. Gracias.",
+        no_answer="No escuché ninguna respuesta. Le volveremos a llamar, o llámenos al "
+                  "{phone}. Adiós.",
     ),
 }
 
@@ -144,6 +156,17 @@ class CheckIn:
 
     def opening(self) -> Reply:
         return Reply(self._text(self.say.opening), intent="who")
+
+    def machine(self) -> str:
+        """The message for an answering machine: a call-back number, no health details."""
+        return self._text(self.say.machine)
+
+    def silent(self) -> Reply:
+        """Nobody answers the questions any more: end the call politely.  The call
+        counts as answered once identity was confirmed, else as not confirmed."""
+        if self.outcome == "started":
+            self.outcome = "answered" if self.confirmed else "not-confirmed"
+        return Reply(self._text(self.say.no_answer), Action.HANGUP, "no answer")
 
     @property
     def typing_birth_date(self) -> bool:

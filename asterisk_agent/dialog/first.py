@@ -71,6 +71,11 @@ def _week_summary(practice: Practice, say: phrases.Phrases) -> str:
     return say.week.format(days=", ".join(parts))
 
 
+def week_hours(practice: Practice, language: str = "en") -> str:
+    """The practice's hours for the whole week, as the agent says them."""
+    return _week_summary(practice, phrases.of(language))
+
+
 def answer_hours(text: str, practice: Practice, now: dt.datetime, language: str = "en") -> str:
     say = phrases.of(language)
     words = normalize(text)

@@ -98,6 +98,8 @@ class Phrases:
     tomorrow: str         # pattern
     # the receptionist's call flows (receptionist.py): their sentences and keywords
     flow: FlowPhrases | None = None
+    # the keypad-only menu (keypad.py), for callers the agent cannot listen to
+    keypad: KeypadPhrases | None = None
 
     def day(self, day: str) -> str:
         """A practice.DAYS name as spoken: "monday" -> "Monday" / "lunes"."""
@@ -188,6 +190,8 @@ class FlowPhrases:
     ask_message: str
     confirm_message: str      # {message}
     message_sent: str
+    # the caller asked for a person and nobody can take the call: a message instead
+    nobody_free: str
     refused: str
     say_when: Callable[[dt.datetime, dt.date], str]
     join_or: Callable[[list[str]], str]
@@ -263,6 +267,8 @@ FLOW_EN = FlowPhrases(
     ask_message="Please tell me your message for the office now.",
     confirm_message="Your message is: {message}. Shall I send it?",
     message_sent="Your message is sent to the office.",
+    nobody_free=("I'm sorry, nobody at the front desk can take your call right now. "
+                 "I can take a message for the office instead."),
     refused=("I'm sorry, the office system did not accept that. "
              "Connecting you to the front desk now. Please hold."),
     say_when=say_when_en,
@@ -339,10 +345,44 @@ FLOW_ES = FlowPhrases(
     ask_message="Dígame ahora su mensaje para la consulta, por favor.",
     confirm_message="Su mensaje es: {message}. ¿Lo envío?",
     message_sent="Su mensaje está enviado a la consulta.",
+    nobody_free=("Lo siento, ahora mismo no hay nadie en la recepción que pueda atenderle. "
+                 "Puedo tomarle un mensaje para la consulta."),
     refused=("Lo siento, el sistema de la consulta no lo aceptó. "
              "Le comunico con la recepción. Por favor, espere."),
     say_when=say_when_es,
     join_or=join_or_es,
+)
+
+
+@dataclass(frozen=True)
+class KeypadPhrases:
+    """The keypad-only menu in one language (keypad.py): what a caller hears when
+    the agent cannot listen, only take keys.  {name}-style fields."""
+
+    greeting: str             # {name}
+    menu: str
+    again: str                # the menu once more, after the hours
+    no_key: str
+    not_a_choice: str
+
+
+KEYPAD_EN = KeypadPhrases(
+    greeting=("Hello, you have reached {name}. "
+              "Our automated assistant is not available right now."),
+    menu="Press 1 to hear our opening hours and address. Press 0 for the front desk.",
+    again="To hear this again, press 1. For the front desk, press 0.",
+    no_key="Sorry, I did not get a choice.",
+    not_a_choice="Sorry, that is not one of the choices.",
+)
+
+KEYPAD_ES = KeypadPhrases(
+    greeting=("Hola, ha llamado a {name}. "
+              "Nuestro asistente automático no está disponible en este momento."),
+    menu=("Para escuchar nuestro horario y dirección, oprima el uno. "
+          "Para hablar con la recepción, oprima el cero."),
+    again="Para escucharlo otra vez, oprima el uno. Para la recepción, oprima el cero.",
+    no_key="Perdone, no recibí ninguna opción.",
+    not_a_choice="Perdone, esa no es una de las opciones.",
 )
 
 
@@ -389,6 +429,7 @@ ENGLISH = Phrases(
     today=r"today",
     tomorrow=r"tomorrow",
     flow=FLOW_EN,
+    keypad=KEYPAD_EN,
 )
 
 _DIAS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
@@ -439,6 +480,7 @@ SPANISH = Phrases(
     today=r"hoy",
     tomorrow=r"(?<!la )manana",
     flow=FLOW_ES,
+    keypad=KEYPAD_ES,
 )
 
 PHRASES = {p.language: p for p in (ENGLISH, SPANISH)}

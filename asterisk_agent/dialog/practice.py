@@ -41,6 +41,10 @@ class Practice:
     parking: str
     # [parking] text_es: the parking text for Spanish calls ("" when not written)
     parking_es: str = ""
+    # [pre-op] text / text_es: what a pre-op call tells the patient (outbound
+    # campaigns; "" when not written: the call asks the patient to call the office)
+    pre_op: str = ""
+    pre_op_es: str = ""
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(self.timezone)
@@ -48,6 +52,10 @@ class Practice:
     def parking_in(self, language: str) -> str:
         """The parking text for a call in `language` (the English one if not translated)."""
         return self.parking_es if language == "es" and self.parking_es else self.parking
+
+    def pre_op_in(self, language: str) -> str:
+        """The pre-op instructions for a call in `language` ("" when there are none)."""
+        return self.pre_op_es if language == "es" and self.pre_op_es else self.pre_op
 
     def is_open(self, at: dt.datetime) -> bool:
         h = self.hours[DAYS[at.weekday()]]
@@ -78,7 +86,7 @@ def parse(text: str, path: Path | None = None) -> Practice:
         return parser.get(section, key).strip()
 
     for section in parser.sections():
-        if section not in ("practice", "hours", "parking"):
+        if section not in ("practice", "hours", "parking", "pre-op"):
             raise PracticeError(f"unknown section [{section}]", path, _line(text, f"[{section}]"))
     hours: dict[str, Hours | None] = {}
     for day in DAYS:
@@ -118,6 +126,8 @@ def parse(text: str, path: Path | None = None) -> Practice:
         hours=hours,
         parking=need("parking", "text"),
         parking_es=parser.get("parking", "text_es", fallback="").strip(),
+        pre_op=parser.get("pre-op", "text", fallback="").strip(),
+        pre_op_es=parser.get("pre-op", "text_es", fallback="").strip(),
     )
 
 

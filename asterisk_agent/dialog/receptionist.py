@@ -217,6 +217,22 @@ class Receptionist:
             return self.flow_say.ask_name
         return None
 
+    def take_message_instead(self) -> Reply | None:
+        """The caller asked for a person and nobody can take the call: say so and
+        take a message (the caller's identity first, as for any message).  None
+        when no message can be taken here (no EHR link): put the caller through."""
+        if self.link is None:
+            return None
+        f = self.flow_say
+        self.flow, self.first_words, self.typed = "message", "", ""
+        if self.patient is None:
+            self.state, self.names = "ask_name", []
+            # ask_name without its "I can help with that."
+            then = f.ask_name.split(". ", 1)[-1]
+        else:
+            self.state, then = "ask_message", f.ask_message
+        return Reply(f"{f.nobody_free} {then}", Action.CONTINUE, "message instead")
+
     # ---- helpers
 
     def _local(self) -> dt.datetime:

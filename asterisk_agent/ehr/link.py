@@ -176,6 +176,12 @@ class EhrLink:
                                                          birth_date))
         return self._read(messages.read_candidates, answer)
 
+    async def patient(self, patient_id: str) -> Patient | None:
+        """QBP^Q22 by medical record number: the chart's name and date of birth."""
+        answer = await self._query(messages.find_patient(self._header(), patient_id=patient_id))
+        found = [p for p in self._read(messages.read_candidates, answer) if p.id == patient_id]
+        return found[0] if found else None
+
     async def open_slots(self, start: datetime, end: datetime, provider_id: str | None = None,
                          kind: str | None = None) -> list[Slot]:
         """Free slots between start and end, earliest first (SQM^S25, or the local schedule)."""
@@ -231,6 +237,10 @@ class EhrLink:
 
     async def request_refill(self, refill: Refill) -> Outcome:
         return await self._submit(messages.refill(self._header(), refill), refill.patient.id)
+
+    async def check_in(self, patient: Patient, answers: list[messages.Answer]) -> Outcome:
+        """ORU^R01: an outbound check-in's answers (pain score, concerns) for the chart."""
+        return await self._submit(messages.check_in(self._header(), patient, answers), patient.id)
 
     async def leave_message(self, patient: Patient, text: str) -> Outcome:
         """MDM^T02: the caller's message for the chart."""

@@ -229,13 +229,17 @@ def _agent() -> tuple:
 # Requests the agent sends
 
 
-def find_patient(h: Header, family: str, given: str, birth_date: date | None) -> str:
-    """QBP^Q22 (Find Candidates): name and date of birth -> RSP^K22."""
+def find_patient(h: Header, family: str = "", given: str = "", birth_date: date | None = None,
+                 patient_id: str = "") -> str:
+    """QBP^Q22 (Find Candidates): name and date of birth, or the medical record
+    number (PID-3), -> RSP^K22."""
     # The standard sends each parameter as a repetition of QPD-3 (a QIP),
     # but the generic v2.5.1 QPD allows one QPD-3 and hl7apy strict enforces
     # that; so one QIP carries the names and the values as parallel
     # subcomponent lists.  read_query() reads both forms.
-    params = [("@PID.5.1", family), ("@PID.5.2", given)]
+    params = [("@PID.3.1", patient_id)] if patient_id else []
+    if family or given or not patient_id:
+        params += [("@PID.5.1", family), ("@PID.5.2", given)]
     if birth_date:
         params.append(("@PID.7", _dt(birth_date)))
     qpd = segment("QPD", ("Q22", "Find Candidates", "HL70471"), h.control_id,

@@ -299,8 +299,10 @@ class Engine:
         family = query.get("@PID.5.1", "").casefold()
         given = query.get("@PID.5.2", "").casefold()
         birth = query.get("@PID.7", "")
+        mrn = query.get("@PID.3.1", "")
         return [p for p in self.state.patients.values()
-                if (not family or p.family.casefold() == family)
+                if (not mrn or p.id == mrn)
+                and (not family or p.family.casefold() == family)
                 and (not given or p.given.casefold() == given)
                 and (not birth or m._dt(p.birth_date) == birth[:8])]
 

@@ -2,9 +2,9 @@
 
 A campaign is a CSV file with a header row, or a YAML file:
 
-    patient,number,type,window,timezone,date
-    MRN1001,2015550134,post-op,10:00-18:00,America/Chicago,2026-11-24
-    MRN1002,(201) 555-0178,pre-op,,,
+    patient,number,type,window,timezone,date,language
+    MRN1001,2015550134,post-op,10:00-18:00,America/Chicago,2026-11-24,
+    MRN1002,(201) 555-0178,pre-op,,,,es
 
     name: post-op check-ins, Tuesday
     type: post-op                 # defaults for every row below
@@ -16,7 +16,8 @@ A campaign is a CSV file with a header row, or a YAML file:
 `patient` (the MRN) and `number` are required; `type` is pre-op, post-op or
 results; `window` narrows the configured calling hours ([outbound]
 calling_hours), in the patient's `timezone` (default: the practice's);
-`date` is the day to call (default: any day the campaign runs).
+`date` is the day to call (default: any day the campaign runs); `language`
+is the one the agent speaks to the patient (default: [general] language).
 
 A bad row is reported with its line and left out; the good rows still run.
 A number on the do-not-call list is not an error: the row is kept out and the
@@ -40,7 +41,7 @@ CALL_TYPES = ("pre-op", "post-op", "results")
 # how people write the types in a spreadsheet
 _TYPE_NAMES = {"preop": "pre-op", "postop": "post-op", "testresults": "results",
                "result": "results", "normalresults": "results"}
-COLUMNS = ("patient", "number", "type", "window", "timezone", "date")
+COLUMNS = ("patient", "number", "type", "window", "timezone", "date", "language")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 REQUIRED = ("patient", "number")
 
@@ -169,6 +170,8 @@ class CampaignCall:
     window: Window
     timezone: zoneinfo.ZoneInfo
     date: dt.date | None = None
+    # the language spoken on the call ("": the agent's default)
+    language: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,8 @@ class Rules:
     calling_hours: Window
     timezone: zoneinfo.ZoneInfo
     do_not_call: frozenset[str] = frozenset()
+    # the languages the agent speaks ([general] languages)
+    languages: tuple[str, ...] = ("en",)
 
 
 def load_campaign(path: str | Path, rules: Rules) -> Campaign:
@@ -354,4 +359,7 @@ def _check_row(line: int, get, rules: Rules) -> CampaignCall:
             date = dt.date.fromisoformat(get("date"))
         except ValueError:
             raise ValueError(f"date {get('date')!r}: write it as YYYY-MM-DD") from None
-    return CampaignCall(line, patient, number, kind, window, tz, date)
+    language = get("language").lower()
+    if language and language not in rules.languages:
+        raise ValueError(f"language {get('language')!r}: one of {', '.join(rules.languages)}")
+    return CampaignCall(line, patient, number, kind, window, tz, date, language)

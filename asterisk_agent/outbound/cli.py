@@ -1,14 +1,23 @@
-"""`asterisk-agent outbound check CAMPAIGN`: read a campaign as a run would.
+"""`asterisk-agent outbound check|run CAMPAIGN`.
 
-Prints each bad row with its line, the rows kept out (the do-not-call list)
-and, for every good row, the first moment it may ring under the calling
-hours, in the patient's time.  Exit 0 when every row is good, 1 when some
-are bad (the good ones would still be called), 2 when the file cannot be used.
+check reads a campaign as a run would: it prints each bad row with its line,
+the rows kept out (the do-not-call list) and, for every good row, the first
+moment it may ring under the calling hours, in the patient's time.
+
+run places the calls (dialer.py) until each has its outcome, then writes the
+report, one row a patient (CSV, to --report or standard output).  It runs
+beside `asterisk-agent serve` as an ARI application of its own ([outbound]
+app); Ctrl-C lets the live calls finish and reports.
+
+Exit 0 when every row is good, 1 when some are bad (the good ones are still
+called), 2 when the file or the set-up cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
@@ -16,16 +25,23 @@ from pathlib import Path
 from .. import config
 from ..dialog import practice
 from .campaign import CampaignError, DialRules, Rules, load_campaign, parse_window, read_do_not_call
-from .plan import Planner
+from ..ehr.link import LinkError
+from .plan import Planner, report_csv
 
 EX_BAD_ROWS = 1
 EX_UNUSABLE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check",))
+    parser.add_argument("action", choices=("check", "run"),
+                        help="check: read the campaign and say when each call would ring; "
+                             "run: place the calls and report each one's outcome")
     parser.add_argument("campaign", type=Path, help="the campaign file (.csv or .yaml)")
-    parser.add_argument("--at", help="plan as if it were this moment (ISO 8601; default: now)")
+    parser.add_argument("--at", help="check: plan as if it were this moment (ISO 8601; "
+                                     "default: now)")
+    parser.add_argument("--report", type=Path,
+                        help="run: write the outcome report (CSV) here (default: standard output)")
+    parser.add_argument("--log-level", help="run: debug, info, warning or error")
 
 
 def rules_from(cfg: config.Config) -> Rules:
@@ -33,7 +49,7 @@ def rules_from(cfg: config.Config) -> Rules:
     o = cfg.outbound
     dnc = read_do_not_call(cfg.do_not_call_path) if cfg.do_not_call_path else frozenset()
     return Rules(DialRules(o.allowed_numbers), parse_window(o.calling_hours),
-                 practice.load(cfg.practice_path).timezone, dnc)
+                 practice.load(cfg.practice_path).timezone, dnc, cfg.general.languages)
 
 
 def planner_for(cfg: config.Config, campaign) -> Planner:
@@ -49,6 +65,8 @@ def cmd_outbound(args: argparse.Namespace, cfg: config.Config) -> int:
     except (CampaignError, practice.PracticeError) as exc:
         print(f"outbound: {exc}", file=sys.stderr)
         return EX_UNUSABLE
+    if args.action == "run":
+        return _run(args, cfg, campaign)
     try:
         now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(rules.timezone)
     except ValueError:
@@ -71,3 +89,58 @@ def cmd_outbound(args: argparse.Namespace, cfg: config.Config) -> int:
         print(f"  line {c.line}: {c.patient} {c.type} {c.number}: "
               f"{'may ring now' if opening == now else 'first rings ' + when}")
     return EX_BAD_ROWS if campaign.errors else 0
+
+
+def outbound_config(cfg: config.Config) -> config.Config:
+    """The config as `outbound run` uses it: ARI as its own application."""
+    return dataclasses.replace(cfg, ari=dataclasses.replace(cfg.ari, app=cfg.outbound.app))
+
+
+def _run(args: argparse.Namespace, cfg: config.Config, campaign) -> int:
+    if not cfg.outbound.dial:
+        print("outbound: set [outbound] dial, how Asterisk reaches a patient "
+              "(e.g. PJSIP/{number}@my-trunk)", file=sys.stderr)
+        return EX_UNUSABLE
+    for error in campaign.errors:
+        print(f"{args.campaign}, {error}", file=sys.stderr)
+    try:
+        rows = asyncio.run(run_campaign(outbound_config(cfg), campaign))
+    except (LinkError, TimeoutError) as exc:
+        print(f"outbound: {exc or 'Asterisk did not answer on ARI'}", file=sys.stderr)
+        return EX_UNUSABLE
+    text = report_csv(rows)
+    if args.report:
+        args.report.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EX_BAD_ROWS if campaign.errors else 0
+
+
+async def run_campaign(cfg: config.Config, campaign, clock=None) -> list[dict[str, str]]:
+    """Load the voices and the EHR link, connect to ARI, place every call; the report."""
+    from ..agent import Agent
+    from ..cli import load_services
+    from ..compliance.journal import CallJournal
+    from ..compliance.store import open_store
+    from ..ehr.link import EhrLink
+    from .dialer import Dialer
+
+    journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
+    try:
+        services = await load_services(cfg, llm=False)
+    except BaseException:
+        await journal.close()
+        raise
+    services.journal = journal
+    services.ehr = EhrLink(cfg, store=journal.store)
+    await services.ehr.start()
+    agent = Agent(services)
+    taking = asyncio.ensure_future(agent.run(subscribe_all=True))
+    try:
+        dialer = Dialer(agent, planner_for(cfg, campaign), clock=clock)
+        return await dialer.run()
+    finally:
+        taking.cancel()
+        await asyncio.gather(taking, return_exceptions=True)
+        await services.ehr.close()
+        await services.close()

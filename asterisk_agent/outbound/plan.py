@@ -31,6 +31,7 @@ RETRIED = frozenset({BUSY, NO_ANSWER, FAILED})
 # outcomes without an attempt
 DO_NOT_CALL = "do-not-call"
 MISSED = "window-missed"         # its date passed before it could ring
+NOT_IN_EHR = "not-in-ehr"        # no such patient in the EHR (or no date of birth to confirm)
 
 
 @dataclass(frozen=True)

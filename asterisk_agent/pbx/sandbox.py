@@ -30,9 +30,11 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import yaml
 
 from asterisk_agent.config import Config
 
@@ -46,9 +48,25 @@ CONF_DIR_IN = "/etc/asterisk-agent-sandbox"
 # where the sandbox writes its generated prompts, inside the chroot
 PROMPTS_DIR_IN = "/usr/share/asterisk/sounds/en/ai-agent"
 # contexts the project's dialplan must define
-CONTEXTS = ("ai-agent", "ai-agent-operator", "ai-agent-urgent", "ai-agent-ivr", "ai-agent-demo")
+CONTEXTS = ("ai-agent", "ai-agent-operator", "ai-agent-urgent", "ai-agent-ivr", "ai-agent-demo",
+            "ai-agent-outbound", "ai-agent-agi")
 FRONT_DESK_CONTEXT = "sandbox-front-desk"
 ON_CALL_CONTEXT = "sandbox-on-call"
+# the stand-in patients that outbound calls reach (etc/sandbox.conf [outbound] dial)
+PATIENTS_CONTEXT = "ai-agent-sandbox-patients"
+# the last digit of a stand-in patient's number: what answers
+PATIENT_BEHAVIOURS = {
+    "1": "a person who confirms who they are (results, or any type)",
+    "2": "a person who confirms, gives pain 2 on the keypad and has no concerns (post-op)",
+    "3": "a person who confirms and does not need the instructions again (pre-op)",
+    "4": "somebody else: a wrong number",
+    "5": "busy",
+    "6": "rings and rings: nobody answers",
+    "7": "an answering machine, which records the message left on it",
+    "8": "a person who confirms and gives pain 5 on the keypad (post-op): the on-call",
+}
+# where the answering machine keeps its messages, inside the chroot
+MACHINE_DIR_IN = "/var/spool/asterisk/sandbox-machine"
 
 # The words callers hear.  In production the administrator records their own
 # prompts under the same names (sounds/en/ai-agent/ivr-menu.wav); the sandbox
@@ -57,8 +75,19 @@ IVR_MENU_TEXT = "Press 1 for the assistant. Press 0 for the operator."
 IVR_MENU_ES_TEXT = "Para español, oprima el dos."
 FRONT_DESK_TEXT = "You have reached the front desk. Please hold."
 ON_CALL_TEXT = "This is the nurse on call."
+# what the stand-in patients of outbound calls say (PATIENTS_CONTEXT)
+PATIENT_WORDS = {
+    "patient-hello": "Hello?",
+    "patient-yes": "Yes, speaking.",
+    "patient-fine": "No, I'm fine, thank you.",
+    "patient-no-thanks": "No, thank you.",
+    "patient-wrong": "No, you have the wrong number.",
+    "machine-greeting": "Hi, you have reached the family phone. We cannot come to the "
+                        "phone right now. Please leave your name and number after the tone, "
+                        "and we will call you back.",
+}
 PROMPTS = {"ivr-menu": IVR_MENU_TEXT, "ivr-menu-es": IVR_MENU_ES_TEXT,
-           "front-desk": FRONT_DESK_TEXT, "on-call": ON_CALL_TEXT}
+           "front-desk": FRONT_DESK_TEXT, "on-call": ON_CALL_TEXT, **PATIENT_WORDS}
 # the voice of each prompt not in English: (engine, voice), as in [tts]
 PROMPT_VOICES = {"ivr-menu-es": ("espeak-ng", "es-419+klatt4")}
 
@@ -184,13 +213,15 @@ def ari_endpoint(cfg: Config) -> tuple[str, int]:
     return parts.hostname or "", parts.port or default
 
 
-def check_project_files(cfg: Config, files: dict[str, str]) -> list[str]:
+def check_project_files(cfg: Config, files: dict[str, str],
+                        ami_secret: str | None = None) -> list[str]:
     """What in the project's Asterisk files disagrees with the config.
 
     The sandbox runs the administrator's snippets verbatim rather than rewriting
     them, so ports, credentials and names in them must match the agent's config;
     each disagreement is returned as a sentence naming the file and the setting.
-    `files` maps a file name (http.conf, ai-agent.conf, ...) to its text.
+    `files` maps a file name (http.conf, ai-agent.conf, ...) to its text;
+    `ami_secret` is what [ami] secret_file holds (None: not compared).
     """
     problems: list[str] = []
     ari_host, ari_port = ari_endpoint(cfg)
@@ -243,17 +274,101 @@ def check_project_files(cfg: Config, files: dict[str, str]) -> list[str]:
             problems.append(f"rtp.conf: rtpstart..rtpend = {start}..{end}, but [sandbox] says "
                             f"{cfg.sandbox.rtp_start}..{cfg.sandbox.rtp_end}")
 
+    problems += manager_conf_problems(cfg, files.get("manager.conf"), ami_secret)
+
     dialplan = {n: t for n, t in files.items() if n not in
-                ("http.conf", "ari.conf", "pjsip.conf", "rtp.conf")}
+                ("http.conf", "ari.conf", "pjsip.conf", "rtp.conf", "manager.conf")}
     contexts = {s.name for t in dialplan.values() for s in parse_asterisk_conf(t)}
-    for context in (*CONTEXTS, cfg.dialplan.operator_context):
+    for context in (*CONTEXTS, cfg.dialplan.operator_context, cfg.outbound.context):
         if context not in contexts:
             problems.append(f"dialplan: no context [{context}] in dialplan/*.conf")
     for name, text in dialplan.items():
         for app in re.findall(r"\bStasis\(\s*([^,)\s]+)", strip_comments(text)):
-            if app != cfg.ari.app:
+            # ${AI_AGENT_OUTBOUND_APP}: named by the agent when it places a call
+            if app != cfg.ari.app and not app.startswith("${"):
                 problems.append(f"{name}: Stasis({app}) but [ari] app = {cfg.ari.app}")
+    # AGI(agi://HOST[:PORT]/...) must reach the agent's FastAGI server
+    from asterisk_agent.metrics import parse_listen
+
+    agi = parse_listen(cfg.agi.listen)
+    listen = f"{agi[0]}:{agi[1]}" if agi else None
+    for name, text in dialplan.items():
+        for address in re.findall(r"\bAGI\(\s*agi://([^/,)\s]+)", strip_comments(text)):
+            # FastAGI's own port when none is written
+            if (address if ":" in address else f"{address}:4573") != listen:
+                problems.append(f"{name}: AGI(agi://{address}/...) but [agi] listen "
+                                + (f"= {cfg.agi.listen}" if listen else "is empty"))
     return problems
+
+
+def manager_conf_problems(cfg: Config, text: str | None, secret: str | None = None) -> list[str]:
+    """What in manager.conf disagrees with [ami]: AMI on loopback at [ami] port,
+    the [ami] username as a user whose secret is the one in [ami] secret_file
+    and whose write classes allow every action the agent sends."""
+    from asterisk_agent.telephony.ami import refused_actions
+
+    a = cfg.ami
+    if text is None:
+        return ["manager.conf is missing from etc/asterisk/ ([ami] username is set)"] \
+            if a.username else []
+    problems: list[str] = []
+    if a.username and a.host not in ("127.0.0.1", "localhost"):
+        problems.append(f"[ami] host {a.host}: the sandbox serves AMI on 127.0.0.1 only")
+    sections = parse_asterisk_conf(text)
+    general = [s for s in sections if s.name == "general"]
+    if not general:
+        return problems + ["manager.conf has no [general] section"]
+    g = general[-1]
+    if g.get("bindaddr") != "127.0.0.1":
+        problems.append(f"manager.conf: bindaddr = {g.get('bindaddr')}, expected 127.0.0.1")
+    if not a.username:
+        return problems
+    if (g.get("enabled") or "no").lower() not in ("yes", "true", "on", "1"):
+        problems.append("manager.conf: [general] enabled must be yes ([ami] username is set)")
+    if (g.get("port") or "5038") != str(a.port):
+        problems.append(f"manager.conf: port = {g.get('port') or '5038 (unset)'}, "
+                        f"but [ami] port = {a.port}")
+    users = [s for s in sections if s.name == a.username]
+    if not users:
+        return problems + [f"manager.conf: no user [{a.username}] (the [ami] username)"]
+    user = users[-1]
+    if secret is not None and user.get("secret") != secret:
+        problems.append(f"manager.conf: the secret of [{a.username}] differs from the one in "
+                        "[ami] secret_file")
+    refused = refused_actions(user.get("write") or "")
+    if refused:
+        problems.append(f"manager.conf: [{a.username}] write = {user.get('write') or ''} "
+                        f"does not allow {', '.join(refused)}")
+    return problems
+
+
+def sandbox_ami_secret(cfg: Config, manager_conf: str | None) -> str | None:
+    """The secret in [ami] secret_file, for the sandbox's agent.  When the file is
+    missing, the sandbox writes it from the secret of the [ami] username in the
+    project's manager.conf (mode 0600 from its creation, never over a file).
+    None when the config uses no AMI or there is no secret to write."""
+    from asterisk_agent.compliance.store import write_new_private
+    from asterisk_agent.config import ConfigError
+    from asterisk_agent.telephony.ami import read_secret
+
+    a = cfg.ami
+    if not a.username:
+        return None
+    path = cfg.ami_secret_path
+    users = [s for s in parse_asterisk_conf(manager_conf or "") if s.name == a.username]
+    secret = users[-1].get("secret") if users else None
+    if not path.exists():
+        if not secret:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_new_private(path, f"{secret}\n".encode())
+        except FileExistsError:
+            pass  # made meanwhile: read below
+    try:
+        return read_secret(path, cfg.path)
+    except ConfigError as exc:
+        raise SandboxError(str(exc)) from None
 
 
 def mounts_under(path: Path, mounts_text: str | None = None) -> list[str]:
@@ -359,6 +474,36 @@ def render_modules_conf() -> str:
     return "\n".join(lines) + "\n"
 
 
+AMD_CONF = """\
+; Generated by asterisk-agent's sandbox on every start; edits are lost.
+[general]
+initial_silence = 2500
+greeting = 1500
+after_greeting_silence = 800
+total_analysis_time = 5000
+min_word_length = 100
+between_words_silence = 50
+maximum_number_of_words = 2
+maximum_word_length = 5000
+silence_threshold = 256
+"""
+
+
+QUEUES_CONF = f"""\
+; Generated by asterisk-agent's sandbox on every start; edits are lost.
+[general]
+persistentmembers = no
+
+; the stand-in front desk: a member who is free
+[{FRONT_DESK_CONTEXT}]
+member => Local/s@{FRONT_DESK_CONTEXT}/n
+
+; nobody can answer: the test phone has no registered contact
+[sandbox-nobody]
+member => PJSIP/test-phone
+"""
+
+
 LOGGER_CONF = """\
 ; Generated by asterisk-agent's sandbox on every start; edits are lost.
 [general]
@@ -371,9 +516,32 @@ full => notice,warning,error,verbose,dtmf
 """
 
 
-def render_extensions_conf(dialplan_files: list[str]) -> str:
+def patient_number(phone: str, behaviour: str) -> str:
+    """A stand-in patient's number: the seed's phone digits, then 00 and the behaviour
+    (555-0101, a machine: 5550101007)."""
+    return re.sub(r"\D", "", phone) + "00" + behaviour
+
+
+def render_patients(patients: list[dict]) -> str:
+    """The stand-in patients, one pattern each: its last digit picks the behaviour."""
+    lines = [f"[{PATIENTS_CONTEXT}]",
+             "; the seed's patients (etc/ehr-seed.yaml), each with the date of birth"
+             " they type"]
+    for p in patients:
+        birth = p.get("birth_date")
+        digits = re.sub(r"\D", "", str(p.get("phone", "")))
+        if not digits or not isinstance(birth, date):
+            continue
+        lines += [f"exten => _{patient_number(digits, 'X')},1,"
+                  f"Set(DOB={birth:%m%d%Y})",
+                  " same => n,Goto(ai-agent-sandbox-patient,${EXTEN:-1},1)"]
+    return "\n".join(lines) + "\n"
+
+
+def render_extensions_conf(dialplan_files: list[str], patients: list[dict] | None = None) -> str:
     """The sandbox's extensions.conf: the project's dialplan plus sandbox-only glue."""
     includes = "\n".join(f"#include {name}" for name in dialplan_files)
+    stand_ins = render_patients(patients or [])
     return f"""\
 ; Generated by asterisk-agent's sandbox on every start; edits are lost.
 ; The project's dialplan files are included unchanged; the rest is sandbox-only.
@@ -410,6 +578,46 @@ exten => s,1,Answer()
  same => n(hold),Playback(ai-agent/on-call)
  same => n,Wait(1)
  same => n,Goto(hold)
+
+; Sandbox only: the patients that outbound calls reach.  A number is the seed
+; phone's digits, 00 and what answers (see PATIENT_BEHAVIOURS in sandbox.py).
+{stand_ins}
+[ai-agent-sandbox-patient]
+exten => _[1-48],1,Answer()
+ same => n,Set(TIMEOUT(absolute)=120)
+ same => n,Wait(0.5)
+ same => n,Playback(ai-agent/patient-hello)
+ same => n,Gosub(ai-agent-sandbox-listen,s,1)
+ same => n,GotoIf($[${{EXTEN}} = 4]?wrong)
+ same => n,Playback(ai-agent/patient-yes)
+ same => n,Gosub(ai-agent-sandbox-listen,s,1)
+ same => n,SendDTMF(${{DOB}},150)
+ same => n,GotoIf($[${{EXTEN}} = 1]?wait)
+ same => n,Gosub(ai-agent-sandbox-listen,s,1)
+ same => n,GotoIf($[${{EXTEN}} = 3]?done)
+ same => n,SendDTMF(${{IF($[${{EXTEN}} = 8]?5:2)}},150)
+ same => n,Gosub(ai-agent-sandbox-listen,s,1)
+ same => n,Playback(ai-agent/patient-fine)
+ same => n,Goto(wait)
+ same => n(done),Playback(ai-agent/patient-no-thanks)
+ same => n,Goto(wait)
+ same => n(wrong),Playback(ai-agent/patient-wrong)
+ ; the agent hangs up
+ same => n(wait),Wait(60)
+exten => 5,1,Busy(5)
+exten => 6,1,Ringing()
+ same => n,Wait(120)
+exten => 7,1,Answer()
+ same => n,Set(TIMEOUT(absolute)=120)
+ same => n,Wait(0.5)
+ same => n,Playback(ai-agent/machine-greeting&beep)
+ same => n,Record({MACHINE_DIR_IN}/${{DOB}}-${{EPOCH}}.wav,4,60,kqx)
+
+; the stand-in patient waits for the agent to speak and then stop: its question
+[ai-agent-sandbox-listen]
+exten => s,1,WaitForNoise(300,1,30)
+ same => n,WaitForSilence(1500,1,30)
+ same => n,Return()
 """
 
 
@@ -548,7 +756,9 @@ class Sandbox:
             raise SandboxError(f"no sandbox at {self.root}: pbx up builds one")
         files = self.project_files()
         texts = {name: path.read_text(encoding="utf-8") for name, path in files.items()}
-        problems = check_project_files(self.cfg, texts)
+        # the agent's AMI secret file, written from manager.conf on the first start
+        ami_secret = sandbox_ami_secret(self.cfg, texts.get("manager.conf"))
+        problems = check_project_files(self.cfg, texts, ami_secret=ami_secret)
         if problems:
             raise SandboxError("the project's Asterisk files disagree with the config:\n  "
                                + "\n  ".join(problems))
@@ -561,7 +771,12 @@ class Sandbox:
             "asterisk.conf": render_asterisk_conf(moddir_in),
             "modules.conf": render_modules_conf(),
             "logger.conf": LOGGER_CONF,
-            "extensions.conf": render_extensions_conf(dialplan),
+            "extensions.conf": render_extensions_conf(dialplan, self._seed_patients()),
+            # answering-machine detection (dialplan: AMD() of ai-agent-outbound): the
+            # package's defaults, written out because the sandbox has its own conf dir
+            "amd.conf": AMD_CONF,
+            # queues for the transfer check over AMI: one a person can answer, one not
+            "queues.conf": QUEUES_CONF,
             "stasis.conf": "", "cdr.conf": "", "cel.conf": "",
         }
         # Rewritten whole each time, so a file removed from the project goes too.
@@ -582,6 +797,15 @@ class Sandbox:
             (self.root / "etc" / name).unlink(missing_ok=True)
             (self.root / "etc" / name).write_text(text)
         self._write_prompts()
+
+    def _seed_patients(self) -> list[dict]:
+        """The simulated EHR's patients ([ehr] provider_hours_file, the seed), for the
+        stand-in patients of outbound calls; none when the config names no seed."""
+        path = self.cfg.provider_hours_path
+        if path is None or not path.is_file():
+            return []
+        seed = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return [p for p in seed.get("patients") or [] if isinstance(p, dict)]
 
     def _write_prompts(self) -> None:
         """Speak the sandbox's prompts into 8 kHz WAVs, unless already done for this text."""
@@ -789,7 +1013,7 @@ class Sandbox:
         """Create Asterisk's runtime dirs and the sounds mount point; the mount point."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         uid, gid = _chroot_user(self.root, "asterisk")
-        for path_in in (*RUNTIME_DIRS_IN, RECORDINGS_DIR_IN):
+        for path_in in (*RUNTIME_DIRS_IN, RECORDINGS_DIR_IN, MACHINE_DIR_IN):
             path = chroot_path(self.root, path_in)
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, uid, gid)
@@ -852,7 +1076,7 @@ class Sandbox:
 
 _REBUILD_HINT = "the chroot is broken: stop the sandbox, delete it and run pbx up to rebuild"
 _GENERATED = ("asterisk.conf", "modules.conf", "logger.conf", "extensions.conf",
-              "stasis.conf", "cdr.conf", "cel.conf")
+              "stasis.conf", "cdr.conf", "cel.conf", "amd.conf", "queues.conf")
 
 
 def _in_chroot(root: Path, command: list[str],

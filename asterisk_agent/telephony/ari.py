@@ -226,6 +226,19 @@ class AriClient:
         await self.request("POST", f"/channels/{_seg(channel_id)}/continue",
                            {"context": context, "extension": extension, "priority": priority})
 
+    async def originate(self, endpoint: str, channel_id: str, context: str, extension: str = "s",
+                        priority: int = 1, caller_id: str = "", timeout: float = 30,
+                        variables: dict[str, str] | None = None) -> dict:
+        """Ring `endpoint` (e.g. ``PJSIP/5550101@trunk``); once answered, the call runs
+        the dialplan at context,extension,priority.  Returns the new channel at once:
+        whether it is answered, busy or unanswered comes in its events."""
+        return await self.request(
+            "POST", "/channels",
+            {"endpoint": endpoint, "channelId": channel_id, "context": context,
+             "extension": extension, "priority": priority, "callerId": caller_id or None,
+             "timeout": max(1, round(timeout))},
+            json={"variables": variables} if variables else None)
+
     async def play(self, channel_id: str, media: str | list[str], playback_id: str,
                    lang: str | None = None) -> dict:
         """Play media URIs (``sound:...``) to a channel; returns the playback."""
@@ -300,17 +313,18 @@ class AriClient:
             base = "ws://" + base[len("http://"):]
         return f"{base}/events"
 
-    async def events(self) -> AsyncIterator[dict]:
+    async def events(self, subscribe_all: bool = False) -> AsyncIterator[dict]:
         """Yield ARI events for our application, forever.
 
         On each connect yields ``{"type": "AgentConnected"}``; when the
         connection is lost, ``{"type": "AgentDisconnected", "reason": ...}``,
         then reconnects with exponential backoff (with jitter) between
         cfg.reconnect_min and cfg.reconnect_max seconds.  Unusable messages are
-        logged and skipped.  Consume it with ``contextlib.aclosing`` so the
+        logged and skipped.  With `subscribe_all` the events of every channel come
+        too (a call we place is heard of before it reaches our application).  Consume it with ``contextlib.aclosing`` so the
         WebSocket is closed when the consumer stops.
         """
-        params = {"app": self.cfg.app, "subscribeAll": "false"}
+        params = {"app": self.cfg.app, "subscribeAll": "true" if subscribe_all else "false"}
         url = self._events_url()
         failures = 0
         while True:

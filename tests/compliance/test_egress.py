@@ -62,12 +62,19 @@ def test_allowlist_comes_from_the_config():
         [llm]
         engine = openai
         url = http://[fd00::5]:8000/v1
+        [ami]
+        host = 10.0.0.11
+        username = asterisk-agent
     """))
     hosts = egress.allowed_hosts(cfg)
-    assert {"pbx.example.internal", "10.0.0.7", "10.0.0.9", "fd00::5", "localhost"} <= hosts
+    assert {"pbx.example.internal", "10.0.0.7", "10.0.0.9", "fd00::5", "10.0.0.11",
+            "localhost"} <= hosts
     # the language-model server is only allowed when it is the engine
     local = replace(cfg, llm=replace(cfg.llm, engine="llama.cpp"))
     assert "fd00::5" not in egress.allowed_hosts(local)
+    # and the AMI host only when the agent logs in to AMI
+    no_ami = replace(cfg, ami=replace(cfg.ami, username=""))
+    assert "10.0.0.11" not in egress.allowed_hosts(no_ami)
 
 
 def test_the_sandbox_config_allows_only_loopback():

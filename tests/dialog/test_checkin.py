@@ -137,3 +137,21 @@ def test_bad_set_up_is_refused():
         checkin("results", "fr")
     with pytest.raises(ValueError, match="no date of birth"):
         CheckIn("results", Patient("MRN9", "X", "Y"), "P", "1")
+
+
+def test_an_answering_machine_hears_who_should_call_back_and_nothing_else():
+    for language in ("en", "es"):
+        text = checkin("post-op", language).machine()
+        assert "201 555 0100" in text and "Riverside Family Practice" in text
+        assert "Ana" in text and "Rivera" not in text  # the given name only
+        assert not any(w in text.lower() for w in ("pain", "procedure", "result", "dolor",
+                                                    "procedimiento", "resultado"))
+
+
+def test_silence_ends_the_call_as_answered_only_after_identity():
+    c = checkin("post-op")
+    c.turn("yes")
+    reply = c.silent()
+    assert reply.action is Action.HANGUP and c.outcome == "not-confirmed"
+    c, _ = confirmed("post-op")
+    assert c.silent().action is Action.HANGUP and c.outcome == "answered"

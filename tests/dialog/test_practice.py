@@ -54,7 +54,15 @@ def test_parking_text_for_spanish_calls_is_optional():
                      if not line.startswith("text_es"))
     plain = practice.parse(text)
     assert plain.parking_in("es") == plain.parking_in("en") == plain.parking
-    translated = practice.parse(
-        text + "\ntext_es = Hay estacionamiento gratis detrás del edificio.\n")
+    translated = practice.parse(text.replace(
+        "[parking]\n", "[parking]\ntext_es = Hay estacionamiento gratis detrás del edificio.\n"))
     assert translated.parking_in("es") == "Hay estacionamiento gratis detrás del edificio."
     assert translated.parking_in("en") == plain.parking
+
+
+def test_pre_op_instructions_are_optional_and_translated():
+    sample = practice.parse((ROOT / "etc" / "practice.conf").read_text())
+    assert sample.pre_op_in("en").startswith("Please do not eat or drink anything after midnight")
+    assert sample.pre_op_in("es").startswith("Por favor, no coma ni beba")
+    text = (ROOT / "etc" / "practice.conf").read_text().split("[pre-op]")[0]
+    assert practice.parse(text).pre_op_in("en") == practice.parse(text).pre_op_in("es") == ""

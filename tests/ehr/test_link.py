@@ -55,6 +55,11 @@ async def test_lookups_find_the_patient_slots_and_medications(ehr_sim, tmp_path)
         assert {p.id for p in await link.find_patient("rivera", "ana", None)} == {"MRN1001",
                                                                                   "MRN1003"}
         assert await link.find_patient("Nobody", "Here", dt.date(2000, 1, 1)) == []
+        # by medical record number (an outbound call's patient)
+        chart = await link.patient("MRN1003")
+        assert (chart.given, chart.family, chart.birth_date) == ("Ana", "Rivera",
+                                                                 dt.date(1991, 7, 4))
+        assert await link.patient("MRN9999") is None
 
         one = await link.open_slots(MONDAY, MONDAY + dt.timedelta(hours=1), "DRLEE")
         assert [(s.start.time(), s.provider_id) for s in one] == [
@@ -94,9 +99,12 @@ async def test_book_move_cancel_refill_and_message_are_confirmed(ehr_sim, tmp_pa
         refill = m.Refill(new_placer_id(), ANA, "DRLEE", "Lisinopril 10 mg tablet", "out in 2 days")
         assert (await link.request_refill(refill)).confirmed
         assert (await link.leave_message(ANA, "Please call me back | after 5 ^ pm")).confirmed
+        answers = [m.Answer("PAIN", "Pain score 1-5", "2", numeric=True),
+                   m.Answer("CONCERN", "Concerns or questions", "the dressing | itches")]
+        assert (await link.check_in(ANA, answers)).confirmed
         assert await asyncio.to_thread(link.outbox.entries) == []
     assert journal_kinds(tmp_path / "journal.jsonl") == [
-        "SRM^S01", "SRM^S03", "SRM^S04", "OMP^O09", "MDM^T02"]
+        "SRM^S01", "SRM^S03", "SRM^S04", "OMP^O09", "MDM^T02", "ORU^R01"]
 
 
 async def test_a_taken_slot_comes_back_with_the_engine_reason(ehr_sim, tmp_path):

@@ -30,6 +30,7 @@ def strict(text: str):
 
 BUILDERS = {
     "QBP^Q22": lambda: m.find_patient(h(), NASTY, "Ana", date(1984, 3, 12)),
+    "QBP^Q22 by MRN": lambda: m.find_patient(h(), patient_id="MRN1001"),
     "SQM^S25": lambda: m.open_slots(h(), "DRLEE", datetime(2030, 1, 7), datetime(2030, 1, 8)),
     "SQM^S25 any provider": lambda: m.open_slots(h(), None, datetime(2030, 1, 7),
                                                  datetime(2030, 1, 8), kind="checkup"),

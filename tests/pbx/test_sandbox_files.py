@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from asterisk_agent import config
 from asterisk_agent.pbx.sandbox import (
     CONTEXTS,
     FRONT_DESK_CONTEXT,
@@ -20,13 +21,16 @@ from asterisk_agent.pbx.sandbox import (
     SandboxError,
     check_project_files,
     chroot_path,
+    manager_conf_problems,
     mirror_from_apt_sources,
     mounts_under,
     parse_asterisk_conf,
     project_root,
     render_extensions_conf,
+    sandbox_ami_secret,
     write_prompt,
 )
+from asterisk_agent.telephony.ami import refused_actions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,6 +117,10 @@ def test_project_files_agree_with_the_sandbox_config(sandbox_cfg):
     (lambda c: dataclasses.replace(
         c, dialplan=dataclasses.replace(c.dialplan, operator_context="front-desk")),
      "no context [front-desk]"),
+    (lambda c: dataclasses.replace(c, agi=dataclasses.replace(c.agi, listen="127.0.0.1:4574")),
+     "ai-agent.conf: AGI(agi://127.0.0.1:4573/...) but [agi] listen = 127.0.0.1:4574"),
+    (lambda c: dataclasses.replace(c, agi=dataclasses.replace(c.agi, listen="")),
+     "ai-agent.conf: AGI(agi://127.0.0.1:4573/...) but [agi] listen is empty"),
 ])
 def test_a_disagreement_is_named(sandbox_cfg, change, blamed):
     problems = check_project_files(change(sandbox_cfg), project_texts())
@@ -137,7 +145,7 @@ def test_dialplan_defines_every_context_and_the_operator_entry(sandbox_cfg):
     assert set(CONTEXTS) <= names
     assert sandbox_cfg.dialplan.operator_extension in \
         extensions(text, sandbox_cfg.dialplan.operator_context)
-    assert extensions(text, "ai-agent-demo") == ["100", "200"]
+    assert extensions(text, "ai-agent-demo") == ["100", "200", "300"]
 
 
 def test_ivr_choices_are_no_prefix_of_another_extension():
@@ -200,3 +208,80 @@ def test_prompt_is_8khz_16bit_mono(tmp_path):
         # "Press 1 for the assistant. Press 0 for the operator." takes a few seconds
         assert 2.0 < w.getnframes() / 8000 < 8.0
     assert not (tmp_path / "menu.espeak.wav").exists()
+
+
+# --- AMI: manager.conf against [ami] ------------------------------------------------
+
+SANDBOX_CONF = ROOT / "etc" / "sandbox.conf"
+
+
+def ami_cfg(**ami):
+    cfg = config.load(SANDBOX_CONF)
+    return dataclasses.replace(cfg, ami=dataclasses.replace(cfg.ami, **ami))
+
+
+def test_manager_conf_agrees_with_the_sandbox_ami():
+    cfg = config.load(SANDBOX_CONF)
+    manager = project_texts()["manager.conf"]
+    assert manager_conf_problems(cfg, manager, secret="change-me") == []
+    user = next(s for s in parse_asterisk_conf(manager) if s.name == cfg.ami.username)
+    # the least the agent needs: no events, and the actions it sends (see ami.py)
+    assert user.get("read") == "none" and user.get("write") == "reporting"
+    assert refused_actions(user.get("write")) == []
+
+
+@pytest.mark.parametrize("change, text_change, blamed", [
+    ({"port": 5039}, None, "manager.conf: port = 5038, but [ami] port = 5039"),
+    ({"username": "someone"}, None, "manager.conf: no user [someone]"),
+    ({"host": "10.0.0.5"}, None, "the sandbox serves AMI on 127.0.0.1 only"),
+    ({}, ("bindaddr = 127.0.0.1", "bindaddr = 0.0.0.0"), "bindaddr = 0.0.0.0, expected"),
+    ({}, ("enabled = yes", "enabled = no"), "enabled must be yes"),
+    ({}, ("write = reporting", "write = call"), "write = call does not allow CoreShowChannels"),
+    ({}, ("write = reporting", "write = system"), "does not allow Getvar"),
+])
+def test_a_manager_conf_disagreement_is_named(change, text_change, blamed):
+    manager = project_texts()["manager.conf"]
+    if text_change:
+        assert text_change[0] in manager
+        manager = manager.replace(*text_change)
+    problems = manager_conf_problems(ami_cfg(**change), manager, secret="change-me")
+    assert any(blamed in p for p in problems), problems
+
+
+def test_the_ami_secret_must_match_and_manager_conf_must_be_there():
+    texts = project_texts()
+    cfg = config.load(SANDBOX_CONF)
+    assert "manager.conf: the secret of [asterisk-agent] differs from the one in " \
+           "[ami] secret_file" in check_project_files(cfg, texts, ami_secret="other")
+    without = {n: t for n, t in texts.items() if n != "manager.conf"}
+    assert any("manager.conf is missing" in p for p in check_project_files(cfg, without))
+    # without [ami] username nothing is asked of it, but it stays on loopback
+    assert manager_conf_problems(ami_cfg(username=""), None) == []
+    wide = texts["manager.conf"].replace("bindaddr = 127.0.0.1", "bindaddr = 0.0.0.0")
+    assert manager_conf_problems(ami_cfg(username=""), wide) == \
+        ["manager.conf: bindaddr = 0.0.0.0, expected 127.0.0.1"]
+
+
+def test_manager_conf_sections_are_no_dialplan_contexts():
+    texts = project_texts()
+    # an event filter that names another application is no dialplan of the agent's
+    texts["manager.conf"] += "\n[monitor]\nsecret = x\neventfilter = Data: Stasis(other-app)\n"
+    assert check_project_files(config.load(SANDBOX_CONF), texts, ami_secret="change-me") == []
+
+
+def test_the_sandbox_writes_the_ami_secret_file_once(tmp_path):
+    cfg = ami_cfg(secret_file=tmp_path / "state" / "ami.secret")
+    manager = project_texts()["manager.conf"]
+    assert sandbox_ami_secret(cfg, manager) == "change-me"
+    path = tmp_path / "state" / "ami.secret"
+    assert path.read_text() == "change-me\n" and path.stat().st_mode & 0o777 == 0o600
+    # a file already there is never written over: a mismatch is then named instead
+    path.write_text("kept\n")
+    assert sandbox_ami_secret(cfg, manager) == "kept"
+    path.chmod(0o644)
+    with pytest.raises(SandboxError, match="chmod 600"):
+        sandbox_ami_secret(cfg, manager)
+    # no AMI in the config: no file
+    assert sandbox_ami_secret(ami_cfg(username="", secret_file=tmp_path / "none"),
+                              manager) is None
+    assert not (tmp_path / "none").exists()

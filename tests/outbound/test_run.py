@@ -1,0 +1,117 @@
+"""`asterisk-agent outbound run`: a campaign's calls placed through the sandbox PBX.
+
+The patients are the sandbox's stand-ins (asterisk_agent/pbx/sandbox.py,
+PATIENT_BEHAVIOURS): a number's last digit says what answers, a person who
+confirms and answers by voice and keypad, somebody else, an answering
+machine that records what it is told, a busy line or one that rings out.
+Asterisk's own answering-machine detection (AMD) tells people from machines.
+The EHR is tools/ehr-sim; what it received is read back from its journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from asterisk_agent.ehr import messages as m
+from asterisk_agent.pbx.sandbox import MACHINE_DIR_IN, Sandbox, chroot_path, patient_number
+from asterisk_agent.speech.stt import SttPool, load_transcriber
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# (patient, type, the stand-in's behaviour digit, the outcome, attempts)
+CALLS = [
+    ("MRN1001", "results", "1", "answered", 1),
+    ("MRN1002", "post-op", "2", "answered", 1),
+    ("MRN1003", "pre-op", "3", "answered", 1),
+    ("MRN1005", "results", "1", "answered", 1),
+    ("MRN1004", "post-op", "2", "answered", 1),
+    ("MRN1001", "post-op", "4", "not-confirmed", 1),
+    ("MRN1005", "post-op", "8", "transferred", 1),
+    ("MRN1002", "results", "7", "machine", 1),
+    ("MRN1003", "post-op", "7", "machine", 1),
+    ("MRN1004", "results", "5", "busy", 3),
+    ("MRN1005", "pre-op", "5", "busy", 3),
+    ("MRN1001", "pre-op", "6", "no-answer", 3),
+    ("MRN1002", "pre-op", "6", "no-answer", 3),
+]
+PHONES = {"MRN1001": "555-0101", "MRN1002": "555-0102", "MRN1003": "555-0103",
+          "MRN1004": "555-0104", "MRN1005": "555-0105"}
+
+
+def campaign_text() -> str:
+    rows = ["patient,number,type"]
+    rows += [f"{mrn},{patient_number(PHONES[mrn], digit)},{kind}" for mrn, kind, digit, _, _ in CALLS]
+    # a bad row and a patient the EHR does not know: reported, the rest still run
+    rows += ["MRN1003,911,results", "MRN9999,5550101001,results"]
+    return "\n".join(rows) + "\n"
+
+
+def sim_journal(ehr_engine) -> list[dict]:
+    path = Path(ehr_engine.args[ehr_engine.args.index("--journal") + 1])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 8000 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def test_a_campaign_of_21_calls_gets_an_outcome_for_each_patient(pbx, ehr_engine,
+                                                                     sandbox_cfg, tmp_path):
+    campaign = tmp_path / "post-op.csv"
+    campaign.write_text(campaign_text())
+    report = tmp_path / "report.csv"
+    machine_dir = chroot_path(Sandbox(sandbox_cfg).root, MACHINE_DIR_IN)
+    before_machine = set(machine_dir.glob("*.wav"))
+    before_ehr = len(sim_journal(ehr_engine))
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "asterisk_agent", "outbound", "run", str(campaign),
+         "--config", str(ROOT / "etc" / "sandbox.conf"), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    took = time.monotonic() - started
+    log = run.stderr[-6000:]
+    # 1: the bad row is named with its line, the good ones still ran
+    assert run.returncode == 1, log
+    assert "line 15: number 911 is outside the allowed dial patterns" in run.stderr
+    rows = {int(r["line"]): r for r in csv.DictReader(io.StringIO(report.read_text()))}
+    got = {line: (rows[line]["outcome"], int(rows[line]["attempts"])) for line in rows}
+    want = {i: (outcome, attempts) for i, (_, _, _, outcome, attempts) in enumerate(CALLS, 2)}
+    want[16] = ("not-in-ehr", 0)
+    assert got == want, f"{got}\n{log}"
+    calls = sum(n for _, n in got.values())
+    assert calls == 21
+    print(f"{calls} calls in {took:.0f} s")
+    # pain 5: the safety message, then the on-call
+    assert rows[8]["detail"] == "to the on-call (urgent)"
+
+    # the post-op answers reached the chart: ORU^R01, pain 2, no concern
+    oru = [m.parse(e["message"]) for e in sim_journal(ehr_engine)[before_ehr:]
+           if "ORU^R01" in e["message"]]
+    charted = {m._get(x, "PID", 3, 1, 1): [str(s(5)) for s in x.segments("OBX")] for x in oru}
+    # (the patient put through with pain 5 has it charted too)
+    assert charted == {"MRN1002": ["2", "none"], "MRN1004": ["2", "none"],
+                       "MRN1005": ["5"]}, charted
+
+    # the machines recorded a call-back request, with no health details
+    messages = sorted(set(machine_dir.glob("*.wav")) - before_machine)
+    assert len(messages) == 2, messages
+    stt = SttPool(load_transcriber(sandbox_cfg.stt.for_language("en")), workers=1)
+    try:
+        for path in messages:
+            said = asyncio.run(stt.transcribe(read_wav(path), 8000)).lower()
+            assert "call us back" in said and "riverside" in said, said
+            assert not any(w in said for w in ("pain", "procedure", "result", "surgery")), said
+    finally:
+        stt.close()
