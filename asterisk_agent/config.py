@@ -342,6 +342,9 @@ class Outbound:
     # answered call runs first (answering-machine detection, dialplan/ai-agent.conf)
     app: str = "ai-agent-outbound"
     context: str = "ai-agent-outbound"
+    # `outbound run --from-schedule`: the appointment reasons (SCH-7 of the EHR's
+    # SIU feed) that mark a procedure, matched as words, any case
+    procedure_reasons: tuple[str, ...] = ("procedure", "surgery")
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,12 @@ def ehr_engine(sandbox_cfg, tmp_path_factory):
 
 @pytest.fixture
 def start_agent(pbx, ehr_engine, tmp_path):
-    """Start an agent of the test's own (which the test may kill); stopped afterwards."""
+    """Start an agent of the test's own (which the test may kill), on etc/sandbox.conf or
+    a config of the test's; stopped afterwards."""
     started = []
 
-    def start() -> AgentProcess:
-        proc = AgentProcess(SANDBOX_CONF, tmp_path / f"agent{len(started)}.log")
+    def start(cfg_path: Path = SANDBOX_CONF) -> AgentProcess:
+        proc = AgentProcess(cfg_path, tmp_path / f"agent{len(started)}.log")
         started.append(proc)
         return proc.start()
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from asterisk_agent.caller.scenario import run_scenario
 from asterisk_agent.telephony.ari import AriClient
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def call(cfg, scenario: dict, tmp_path=None) -> dict:
     return run_scenario(scenario, cfg, record_dir=tmp_path)
@@ -67,3 +69,18 @@ def phi_leaks(files: list[Path], words: list[str], exact: tuple[str, ...] = ()) 
                 line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end())]
                 leaks.append(f"{path.name}: {m.group(0)!r} in: {line[:300]}")
     return leaks
+
+
+def sandbox_conf_variant(folder: Path, edits: dict[str, str]) -> Path:
+    """etc/sandbox.conf with each `old` text replaced by `new` (every one must be
+    there), written into `folder` beside links to the files it names by
+    relative path (practice.conf, protocols/, ehr-seed.yaml)."""
+    for name in ("practice.conf", "protocols", "ehr-seed.yaml"):
+        (folder / name).symlink_to(ROOT / "etc" / name)
+    text = (ROOT / "etc" / "sandbox.conf").read_text()
+    for old, new in edits.items():
+        assert old in text, f"etc/sandbox.conf has no {old!r}"
+        text = text.replace(old, new, 1)
+    path = folder / "variant.conf"
+    path.write_text(text)
+    return path

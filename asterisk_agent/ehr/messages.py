@@ -634,7 +634,11 @@ def read_booking(m: hl7.Message) -> Appointment:
         minutes = int(_value(m, aip, 9) or _get(m, head, 9) or 0)
     except ValueError:
         raise MessageError("appointment duration is not a number") from None
-    reason = _get(m, "ARQ", 7, 1, 2)
+    # the appointment reason: ARQ-7 of a request; of a booking or SIU, SCH-7
+    # (appointment reason) or the text of SCH-6 (event reason), where this
+    # agent and many engines put it
+    reason = (_get(m, "ARQ", 7, 1, 2) if head == "ARQ" else
+              _get(m, "SCH", 7, 1, 2) or _get(m, "SCH", 7, 1, 1) or _get(m, "SCH", 6, 1, 2))
     patient = read_patient(m, m.segment("PID")) if _has(m, "PID") else Patient("", "", "")
     return Appointment(_get(m, head, 1, 1, 1), patient, _value(m, aip, 3, 1, 1),
                        _datetime(start), minutes, reason, _get(m, head, 2, 1, 1))

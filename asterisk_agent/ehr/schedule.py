@@ -11,7 +11,8 @@ so the engine's retries are harmless.
 The feed carries bookings, not the providers' working hours, so open slots
 are those hours (from a YAML file shaped like the simulator's seed) minus
 the booked appointments.  The schedule is a SQLite file: a restarted agent
-keeps what the feed told it.  Only IDs and times are kept, no names.
+keeps what the feed told it.  Only IDs, times and the appointment reason
+(which tells procedures apart, for outbound campaigns) are kept, no names.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ CREATE TABLE IF NOT EXISTS appointment (
     patient_id  TEXT NOT NULL,
     provider_id TEXT NOT NULL,
     start       TEXT NOT NULL,
-    minutes     INTEGER NOT NULL
+    minutes     INTEGER NOT NULL,
+    reason      TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS seen (
     control_id  TEXT PRIMARY KEY,
@@ -131,6 +133,11 @@ class Schedule:
     def __init__(self, path: Path | str, hours: dict[str, Hours]):
         self.path, self.hours = Path(path), hours
         self._db, self._lock = open_durable(self.path, _SCHEMA)
+        with self._lock:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(appointment)")}
+            if "reason" not in columns:  # a schedule file from before reasons were kept
+                self._db.execute("ALTER TABLE appointment ADD COLUMN reason TEXT NOT NULL "
+                                 "DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -155,9 +162,10 @@ class Schedule:
                                      (a.placer_id,))
                 else:
                     self._db.execute(
-                        "INSERT OR REPLACE INTO appointment VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO appointment (placer_id, filler_id, patient_id,"
+                        " provider_id, start, minutes, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (a.placer_id, a.filler_id, a.patient.id, a.provider_id,
-                         a.start.isoformat(), a.minutes))
+                         a.start.isoformat(), a.minutes, a.reason))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -173,12 +181,12 @@ class Schedule:
     def appointments(self, provider_id: str | None = None) -> list[m.Appointment]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT placer_id, filler_id, patient_id, provider_id, start, minutes"
+                "SELECT placer_id, filler_id, patient_id, provider_id, start, minutes, reason"
                 " FROM appointment" + (" WHERE provider_id = ?" if provider_id else "")
                 + " ORDER BY start", (provider_id,) if provider_id else ()).fetchall()
         return [m.Appointment(placer, m.Patient(patient, "", ""), provider,
-                              datetime.fromisoformat(start), minutes, "", filler)
-                for placer, filler, patient, provider, start, minutes in rows]
+                              datetime.fromisoformat(start), minutes, reason, filler)
+                for placer, filler, patient, provider, start, minutes, reason in rows]
 
     def open_slots(self, start: datetime, end: datetime, provider_id: str | None = None,
                    kind: str | None = None, limit: int = 10) -> list[m.Slot]:

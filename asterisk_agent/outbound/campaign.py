@@ -245,7 +245,7 @@ def parse_csv(text: str, rules: Rules, name: str = "campaign", source: str = "<c
         values = {k: (v or "").strip() for k, v in row.items()}
         if not any(values.values()):
             continue
-        _add_row(campaign, line, values, {}, rules)
+        add_row(campaign, line, values, {}, rules)
     return campaign
 
 
@@ -299,11 +299,11 @@ def parse_yaml(text: str, rules: Rules, name: str = "campaign", source: str = "<
             campaign.errors.append(RowError(line, f"unknown field(s) {', '.join(map(str, unknown))}"))
             continue
         values = {k: "" if v is None else str(v).strip() for k, v in row.items()}
-        _add_row(campaign, line, values, defaults, rules)
+        add_row(campaign, line, values, defaults, rules)
     return campaign
 
 
-def _add_row(campaign: Campaign, line: int, values: dict[str, str], defaults: dict[str, str],
+def add_row(campaign: Campaign, line: int, values: dict[str, str], defaults: dict[str, str],
              rules: Rules) -> None:
     def get(key: str) -> str:
         return values.get(key) or defaults.get(key, "")

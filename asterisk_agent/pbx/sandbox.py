@@ -54,7 +54,8 @@ FRONT_DESK_CONTEXT = "sandbox-front-desk"
 ON_CALL_CONTEXT = "sandbox-on-call"
 # the stand-in patients that outbound calls reach (etc/sandbox.conf [outbound] dial)
 PATIENTS_CONTEXT = "ai-agent-sandbox-patients"
-# the last digit of a stand-in patient's number: what answers
+# the last digit of a stand-in patient's number: what answers (the seed phone's
+# digits alone answer as 2 does)
 PATIENT_BEHAVIOURS = {
     "1": "a person who confirms who they are (results, or any type)",
     "2": "a person who confirms, gives pain 2 on the keypad and has no concerns (post-op)",
@@ -534,7 +535,11 @@ def render_patients(patients: list[dict]) -> str:
             continue
         lines += [f"exten => _{patient_number(digits, 'X')},1,"
                   f"Set(DOB={birth:%m%d%Y})",
-                  " same => n,Goto(ai-agent-sandbox-patient,${EXTEN:-1},1)"]
+                  " same => n,Goto(ai-agent-sandbox-patient,${EXTEN:-1},1)",
+                  # the phone on the chart itself (a campaign from the EHR's
+                  # schedule): a patient who confirms and answers, as 2 does
+                  f"exten => {digits},1,Set(DOB={birth:%m%d%Y})",
+                  " same => n,Goto(ai-agent-sandbox-patient,2,1)"]
     return "\n".join(lines) + "\n"
 
 

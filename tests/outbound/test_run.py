@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import json
 import subprocess
@@ -22,9 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from asterisk_agent import config
+from asterisk_agent.dialog import practice
 from asterisk_agent.ehr import messages as m
+from asterisk_agent.ehr.mllp import LinkSettings, MllpClient
+from asterisk_agent.ehr.schedule import FeedListener, Schedule
 from asterisk_agent.pbx.sandbox import MACHINE_DIR_IN, Sandbox, chroot_path, patient_number
 from asterisk_agent.speech.stt import SttPool, load_transcriber
+from e2e import sandbox_conf_variant
+from ehr.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,3 +122,51 @@ def test_a_campaign_of_21_calls_gets_an_outcome_for_each_patient(pbx, ehr_engine
             assert not any(w in said for w in ("pain", "procedure", "result", "surgery")), said
     finally:
         stt.close()
+
+
+async def test_yesterdays_procedures_from_the_siu_feed_get_their_post_op_calls(
+        pbx, ehr_engine, sandbox_cfg, tmp_path):
+    """The engine pushes its SIU feed to the agent's listener ([ehr] feed_port),
+    which keeps the local schedule; `outbound run --from-schedule post-op` calls
+    the patients whose procedure was yesterday, at the phone on their chart."""
+    feed_port = free_port()
+    conf = sandbox_conf_variant(tmp_path, {
+        "[ehr]\n": f"[ehr]\nfeed_port = {feed_port}\n"
+                   f"schedule_file = {tmp_path / 'schedule.sqlite3'}\n"})
+    cfg = config.load(conf)
+    practice_now = dt.datetime.now(practice.load(cfg.practice_path).timezone)
+    yesterday = (practice_now - dt.timedelta(days=1)).replace(hour=9, minute=0, second=0,
+                                                              microsecond=0, tzinfo=None)
+    visits = [("MRN1002", yesterday, "Knee surgery"),
+              ("MRN1004", yesterday.replace(hour=11), "Cataract procedure"),
+              ("MRN1001", yesterday.replace(hour=10), "checkup"),            # no procedure
+              ("MRN1005", yesterday + dt.timedelta(days=1), "surgery")]      # today
+    engine = m.Facility("EHR", "PRACTICE", "ASTERISK-AGENT", "PRACTICE")
+    schedule = Schedule(cfg.in_state_dir(cfg.ehr.schedule_file), {})
+    listener = FeedListener(schedule, port=feed_port)
+    await listener.start()
+    try:
+        async with MllpClient(LinkSettings("127.0.0.1", feed_port)) as feed:
+            for mrn, start, reason in visits:
+                # the engine's SIU names the patient; the schedule keeps the MRN only
+                a = m.Appointment(f"P-{mrn}", m.Patient(mrn, "Doe", "Pat"), "DRLEE", start, 60,
+                                  reason)
+                assert (await feed.send(m.siu(m.header(engine), "S12", a))).code == "AA"
+    finally:
+        await listener.close()
+        schedule.close()
+    before_ehr = len(sim_journal(ehr_engine))
+    report = tmp_path / "report.csv"
+    run = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "asterisk_agent", "outbound", "run", "--from-schedule", "post-op",
+        "--config", str(conf), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-6000:]
+    assert f"2 post-op call(s) for the procedures of {yesterday.date()}" in run.stderr
+    rows = [(r["line"], r["patient"], r["outcome"]) for r in
+            csv.DictReader(io.StringIO(report.read_text()))]
+    assert rows == [("1", "MRN1002", "answered"), ("2", "MRN1004", "answered")], (
+        f"{rows}\n{run.stderr[-6000:]}")
+    oru = [m.parse(e["message"]) for e in sim_journal(ehr_engine)[before_ehr:]
+           if "ORU^R01" in e["message"]]
+    assert sorted(m._get(x, "PID", 3, 1, 1) for x in oru) == ["MRN1002", "MRN1004"]
