@@ -54,3 +54,13 @@ def test_an_unusable_file_or_moment_stops_with_status_2(tmp_path):
     assert r.returncode == 2 and "unknown column(s) phone" in r.stderr
     r = check(tmp_path, "patient,number,type\nMRN1,2015550134,pre-op\n", at="tomorrow")
     assert r.returncode == 2 and "--at 'tomorrow'" in r.stderr
+
+
+def test_the_demo_campaign_reads_clean_under_the_sandbox_rules():
+    r = subprocess.run(
+        [sys.executable, "-m", "asterisk_agent", "outbound", "check",
+         str(ROOT / "etc" / "campaigns" / "demo.csv"), "--config", str(ROOT / "etc" / "sandbox.conf")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "4 call(s), 0 kept out, 0 bad row(s)" in r.stdout
+    assert r.stdout.count("may ring now") == 4
