@@ -113,6 +113,13 @@ class AgentProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.wait_registered(wait)
+        # registered may still mean an agent stopped a moment ago (Asterisk lists
+        # its application a little longer): wait for this one's own connection
+        deadline = time.monotonic() + wait
+        while "ARI events: connected to" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the agent did not connect to ARI:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
         return self
 
     def wait_registered(self, wait: float = 60) -> None:

@@ -499,9 +499,11 @@ persistentmembers = no
 [{FRONT_DESK_CONTEXT}]
 member => Local/s@{FRONT_DESK_CONTEXT}/n
 
-; nobody can answer: the test phone has no registered contact
+; nobody can answer: the one member's state is a phone Asterisk does not have
+; (INVALID, whatever calls came before; the test phone would read NOT_INUSE
+; once a call from it has ended)
 [sandbox-nobody]
-member => PJSIP/test-phone
+member => Local/s@{FRONT_DESK_CONTEXT}/n,0,Nobody here,PJSIP/sandbox-nobody
 """
 
 

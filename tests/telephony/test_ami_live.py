@@ -50,23 +50,24 @@ async def test_the_agent_logs_in_with_the_projects_manager_conf(pbx, sandbox_cfg
             await asyncio.wait_for(wrong.connect(), 10)
 
 
-async def test_an_unregistered_phone_cannot_take_a_call(pbx, sandbox_cfg):
-    """The project's test phone (pjsip.conf) has no registered contact: UNAVAILABLE."""
+async def test_phones_asterisk_does_not_have_cannot_take_a_call(pbx, sandbox_cfg):
+    """DEVICE_STATE() through Getvar: a phone Asterisk does not have is INVALID,
+    nobody; the sandbox's stand-in front desk (a Local channel to an extension
+    that exists) is NOT_INUSE, free."""
     settings = dataclasses.replace(sandbox_cfg.ami, timeout=5.0,
-                                   operator_devices=("PJSIP/test-phone",),
+                                   operator_devices=("Local/s@sandbox-front-desk",),
                                    oncall_devices=("PJSIP/no-such-phone",))
     secret = read_secret(sandbox_cfg.ami_secret_path)
     async with AmiClient(settings, secret, app=sandbox_cfg.ari.app) as ami:
-        assert await ami.device_state("PJSIP/test-phone") == "UNAVAILABLE"
-        assert await ami.can_take_call("operator") is False
-        # a phone Asterisk does not have is nobody either
         assert await ami.device_state("PJSIP/no-such-phone") == "INVALID"
         assert await ami.can_take_call("on-call") is False
+        assert await ami.device_state("Local/s@sandbox-front-desk") == "NOT_INUSE"
+        assert await ami.can_take_call("operator") is True
 
 
 async def test_queue_members_say_whether_a_person_can_take_the_call(pbx, sandbox_cfg):
     """The sandbox's queues (sandbox.py, queues.conf): the front desk has a free
-    member, sandbox-nobody only the unregistered test phone.  QueueStatus is
+    member, sandbox-nobody one whose state is a phone Asterisk does not have.  QueueStatus is
     allowed to the agent's user: a missing queue is None, not "Permission denied"."""
     settings = dataclasses.replace(sandbox_cfg.ami, timeout=5.0,
                                    operator_queue="sandbox-front-desk",

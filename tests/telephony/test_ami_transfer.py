@@ -1,9 +1,9 @@
 """A caller asks for a person and nobody can take the call: a message instead.
 
 A real agent whose [ami] operator_queue is the sandbox's queue with nobody
-free (sandbox-nobody: only the unregistered test phone), a real SIP call, and
-the message sent to the chart.  With the sandbox's own config (a free front
-desk) callers are put through: the operator scenarios show that.
+free (sandbox-nobody: one member, on a phone Asterisk does not have), a real
+SIP call, and the message sent to the chart.  With the sandbox's own config (a
+free front desk) callers are put through: the operator scenarios show that.
 """
 
 from __future__ import annotations
