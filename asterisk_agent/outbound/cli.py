@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import signal
 import sys
 from pathlib import Path
 
@@ -200,6 +201,10 @@ async def run_campaign(cfg: config.Config, campaign, clock=None) -> list[dict[st
     taking = asyncio.ensure_future(agent.run(subscribe_all=True))
     try:
         dialer = Dialer(agent, planner_for(cfg, campaign), clock=clock)
+        # Ctrl-C, or systemd stopping the run: the live calls finish, the report is written
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, dialer.stop)
         return await dialer.run()
     finally:
         taking.cancel()

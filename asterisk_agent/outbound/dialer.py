@@ -156,6 +156,15 @@ class Dialer:
         self.charts: dict[str, Patient] = {}
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Place no more calls: the live ones finish, then run() returns the report."""
+        if not self.stopping:
+            log.warning("stopping: no more calls are placed; %d live call(s) finish first",
+                        len(self._tasks))
+        self.stopping = True
+        self._changed.set()
 
     async def look_up_patients(self) -> None:
         """Every campaign patient's chart, before the first call: a patient the EHR
@@ -174,20 +183,20 @@ class Dialer:
                 p.outcome = outcomes.NOT_IN_EHR
 
     async def run(self, connect_timeout: float = 30.0) -> list[dict[str, str]]:
-        """Place calls until each has its outcome (or none can ring in the next days);
-        cancelled, it lets the live calls finish and stops."""
+        """Place calls until each has its outcome (or none can ring in the next days,
+        or stop() was called); the report, a row a patient."""
         await asyncio.wait_for(self.agent.connected.wait(), connect_timeout)
         await self.look_up_patients()
         try:
             while True:
                 self._changed.clear()
                 now = self.clock()
-                for p in self.planner.due(now):
+                for p in [] if self.stopping else self.planner.due(now):
                     task = asyncio.ensure_future(self._attempt(p))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 following = self.planner.next_opening(now)
-                if not self._tasks and (self.planner.done or following is None):
+                if not self._tasks and (self.stopping or self.planner.done or following is None):
                     break
                 delay = 3600.0 if following is None else (following - now).total_seconds()
                 try:
