@@ -83,6 +83,35 @@ async def load_services(cfg: config_mod.Config, llm: bool = True):
                     providers=providers, llm=await _open_llm(cfg, facts) if llm else None)
 
 
+async def open_services(cfg: config_mod.Config, llm: bool = True, audit_config: bool = False):
+    """The encrypted store, the models (load_services) and the started EHR link:
+    what `serve` and `outbound run` take calls with."""
+    from .compliance.journal import CallJournal
+    from .compliance.store import open_store
+    from .ehr.link import EhrLink
+
+    # the store first: without its key no call is taken (nothing would be kept)
+    journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
+    try:
+        services = await load_services(cfg, llm)
+        if audit_config:
+            changed = await asyncio.to_thread(journal.config_files, _config_files(cfg))
+            if changed:
+                logging.getLogger("asterisk_agent").info(
+                    "configuration changed since the last start (audited): %s",
+                    ", ".join(changed))
+    except BaseException:
+        await journal.close()
+        raise
+    services.journal = journal
+    # the link connects on first use: an engine that is down now costs no call
+    # but the lookups it cannot answer (those callers go to a person), and what
+    # callers ask for waits in the outbox
+    services.ehr = EhrLink(cfg, store=journal.store)
+    await services.ehr.start()
+    return services
+
+
 async def _open_llm(cfg: config_mod.Config, facts):
     """The [llm] model, loaded and warmed up with the practice facts; None for
     engine = none or when it cannot run (logged: the agent still takes calls)."""
@@ -120,32 +149,12 @@ def _config_files(cfg: config_mod.Config) -> dict[str, Path]:
 async def _serve_worker(cfg: config_mod.Config) -> int:
     from .agent import Agent
     from .conversation import warm_safety_sounds
-    from .ehr.link import EhrLink
-
-    from .compliance.journal import CallJournal
-    from .compliance.store import open_store
     from .telephony.ami import AmiClient
 
     # AMI's secret before anything opens: a missing or readable secret file is a
     # configuration error, as for the store's key
     ami = AmiClient.from_config(cfg) if cfg.ami.username else None
-    # the store first: without its key no call is taken (nothing would be kept)
-    journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
-    try:
-        services = await load_services(cfg)
-        changed = await asyncio.to_thread(journal.config_files, _config_files(cfg))
-        if changed:
-            logging.getLogger("asterisk_agent").info(
-                "configuration changed since the last start (audited): %s", ", ".join(changed))
-    except BaseException:
-        await journal.close()
-        raise
-    services.journal = journal
-    # the link connects on first use: an engine that is down now costs no call
-    # but the lookups it cannot answer (those callers go to a person), and what
-    # callers ask for waits in the outbox
-    services.ehr = EhrLink(cfg, store=journal.store)
-    await services.ehr.start()
+    services = await open_services(cfg, audit_config=True)
     if ami is not None:
         # logs in in the background: an AMI that is down costs only its checks
         services.ami = ami

@@ -175,21 +175,10 @@ async def run_campaign(cfg: config.Config, campaign, clock=None) -> list[dict[st
 
     `campaign` is a Campaign, or an async function that makes one from the EHR link."""
     from ..agent import Agent
-    from ..cli import load_services
-    from ..compliance.journal import CallJournal
-    from ..compliance.store import open_store
-    from ..ehr.link import EhrLink
+    from ..cli import open_services
     from .dialer import Dialer
 
-    journal = CallJournal(open_store(cfg.store_path, cfg.store_key_path))
-    try:
-        services = await load_services(cfg, llm=False)
-    except BaseException:
-        await journal.close()
-        raise
-    services.journal = journal
-    services.ehr = EhrLink(cfg, store=journal.store)
-    await services.ehr.start()
+    services = await open_services(cfg, llm=False)
     if not isinstance(campaign, Campaign):
         try:
             campaign = await campaign(services.ehr)
