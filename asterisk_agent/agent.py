@@ -24,6 +24,7 @@ from .ehr.messages import Provider
 from .metrics import Metrics
 from .speech.stt import SttPool
 from .speech.tts import TtsPool
+from .speech.turn import TurnPool
 from .telephony.ari import AriClient, hand_over_orphans
 from .telephony.leg import CallerGone, CallLeg, Dtmf
 
@@ -46,6 +47,8 @@ class Services:
     protocols: Protocols      # the urgent-symptom screen
     stt: dict[str, SttPool]   # language -> pool
     tts: dict[str, TtsPool]   # language -> pool
+    # the end-of-turn model asked at pauses (None: turns end on silence alone)
+    turn: TurnPool | None = None
     ehr: EhrLink | None = None                  # started by the worker
     providers: dict[str, Provider] = field(default_factory=dict)  # names to speak
     llm: LanguageModel | None = None            # practice questions; None: fixed phrasing

@@ -350,6 +350,17 @@ _AGENT_STT = (
 )
 
 
+# "...; the turn ended 190 ms after its last voiced frame (turn model)"
+_TURN_END = re.compile(r"the turn ended (\d+) ms after its last voiced frame( \(turn model\))?")
+
+
+def agent_turn_ends(log_text: str) -> list[tuple[float, bool]]:
+    """(ms from the last voiced frame to the end of the turn, whether the turn
+    model ended it) from the agent's log lines."""
+    return [(float(m.group(1)), m.group(2) is not None)
+            for m in map(_TURN_END.search, log_text.splitlines()) if m]
+
+
 # agent.py: "call 1795302865.0 from caller: start"
 _CALL_START = re.compile(r"\bcall \S+ from .*: start\b")
 
@@ -389,8 +400,9 @@ def check_targets(report: dict) -> list[dict]:
 def latency_breakdown(report: dict) -> dict | None:
     """What the median turn at the lowest concurrency is made of, as far as it is known.
 
-    The caller's latency = the silence that ends the turn (configured) + the
-    wait for the transcript after it (agent log) + the first sentence's
+    The caller's latency = the silence that ends the turn (from the agent's
+    log: the end-of-turn model's verdict at a pause, or the configured window)
+    + the wait for the transcript after it (agent log) + the first sentence's
     synthesis (TTS bench) + the rest (the reply logic, ARI play, RTP, 20 ms
     frame granularity).
     """
@@ -399,12 +411,16 @@ def latency_breakdown(report: dict) -> dict | None:
         return None
     key = min(levels, key=lambda k: int(k.removeprefix("calls_")))
     total = levels[key].get("p50")
-    silence = (report.get("config") or {}).get("vad_silence_ms")
-    stt = ((report.get("agent_stt_ms") or {}).get(key) or {}).get("p50")
+    agent = (report.get("agent_stt_ms") or {}).get(key) or {}
+    # the measured end of the turn when the agent logged it, else the window
+    measured = (agent.get("turn_end_ms") or {}).get("p50")
+    silence = measured or (report.get("config") or {}).get("vad_silence_ms")
+    stt = agent.get("p50")
     tts = (report.get("tts_first_audio_ms") or {}).get((report.get("config") or {}).get("tts"))
     if None in (total, silence, stt, tts) or total < silence + stt + tts:
         return None  # a part not measured, or taken from other calls than the bench's
-    return {"level": key, "latency_p50": total, "end_of_turn_silence": silence, "stt_wait_p50": stt,
+    return {"level": key, "latency_p50": total, "end_of_turn_silence": silence,
+            "end_of_turn_from": "agent log" if measured else "config", "stt_wait_p50": stt,
             "tts_first_sentence": tts, "rest": round(total - silence - stt - tts, 1)}
 
 
@@ -439,7 +455,8 @@ def _latency_lines(report: dict) -> list[str]:
     if parts:
         out.append(f"  the p50 turn at {parts['level'].removeprefix('calls_')} call(s), "
                    f"{_fmt(parts['latency_p50'])} ms ~ "
-                   f"{_fmt(parts['end_of_turn_silence'])} end-of-turn silence (config)"
+                   f"{_fmt(parts['end_of_turn_silence'])} end-of-turn silence "
+                   f"({parts.get('end_of_turn_from', 'config')})"
                    f" + {_fmt(parts['stt_wait_p50'])} waiting for the transcript (agent log)"
                    f" + {_fmt(parts['tts_first_sentence'])} first sentence TTS"
                    f" + {_fmt(parts['rest'])} the rest")
@@ -1002,7 +1019,8 @@ async def run_calls(cfg: config.Config, harness: Harness, opts: "Options",
 
     loop = asyncio.get_running_loop()
     _progress("loading the caller's speech models")
-    ears = await loop.run_in_executor(None, Ears.load, cfg)
+    # the caller's Whisper at the lowest priority: the instrument, not the load
+    ears = await loop.run_in_executor(None, Ears.load, cfg, True)
     levels = opts.levels if "calls" in opts.parts else ()
     barge_in_calls = opts.barge_in_calls if "barge-in" in opts.parts else 0
     red_flag_calls = opts.barge_in_calls if "red-flag" in opts.parts else 0
@@ -1040,6 +1058,12 @@ def level_report(lr: LevelResult) -> tuple[dict, dict, list[float]]:
         "calls": len(lr.results), "calls_failed": len(failures), "failures": failures,
         "samples": [round(v, 1) for v in samples]}
     stt = summarize(ms for _, ms in agent_stt_times(lr.agent_log)) | {"agent_calls": lr.agent_calls}
+    ends = agent_turn_ends(lr.agent_log)
+    if ends:
+        # from the last voiced frame to the end of the turn, and how many turns
+        # the end-of-turn model ended at a pause (the rest waited out the window)
+        stt["turn_end_ms"] = summarize(ms for ms, _ in ends)
+        stt["ended_by_turn_model"] = sum(1 for _, by_model in ends if by_model)
     if lr.agent_calls > len(lr.results) + 1:  # the warm-up call may fall in the first window
         stt["note"] = (f"the agent took {lr.agent_calls} calls while the bench placed "
                        f"{len(lr.results)}: these figures include other calls")
@@ -1348,7 +1372,8 @@ def run_bench(opts: Options) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "kernel": platform.release()},
         "config": {"stt": f"{cfg.stt.engine} {cfg.stt.model}", "tts": cfg.tts.engine,
-                   "vad_silence_ms": cfg.vad.silence_ms},
+                   "vad_silence_ms": cfg.vad.silence_ms, "vad_pause_ms": cfg.vad.pause_ms,
+                   "turn_model": cfg.vad.turn_model, "turn_threshold": cfg.vad.turn_threshold},
         "calls_per_level": {f"calls_{c}": c * math.ceil(max(opts.calls, c) / c) for c in opts.levels},
         "stagger_s": opts.stagger_s,
         "load_average": {},

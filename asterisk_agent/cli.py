@@ -57,6 +57,7 @@ async def load_services(cfg: config_mod.Config, llm: bool = True):
     from .dialog import practice, screen
     from .speech.stt import SttPool, load_transcriber
     from .speech.tts import TtsPool, load_synthesizer
+    from .speech.turn import load_turn_pool
 
     facts = practice.load(cfg.practice_path)
     protocols = screen.load_protocols(cfg.protocols_path)
@@ -79,7 +80,9 @@ async def load_services(cfg: config_mod.Config, llm: bool = True):
         from .dialog.receptionist import load_providers
 
         providers = load_providers(cfg.provider_hours_path)
-    return Services(cfg=cfg, practice=facts, protocols=protocols, stt=stt, tts=tts,
+    turn = load_turn_pool(cfg.vad.turn_model, cfg.vad.turn_threshold,
+                          cfg.vad.complete_ms)
+    return Services(cfg=cfg, practice=facts, protocols=protocols, stt=stt, tts=tts, turn=turn,
                     providers=providers, llm=await _open_llm(cfg, facts) if llm else None)
 
 
@@ -319,7 +322,8 @@ def cmd_outbound(args) -> int:
 def cmd_models(args) -> int:
     """Find every packaged Whisper model and make its whisper.cpp file (cached)."""
     from .speech import ModelError
-    from .speech.models import WHISPER_MODELS, whisper_ggml, whisper_model_sources
+    from .speech.models import (WHISPER_MODELS, prepare_turn_model, whisper_ggml,
+                                whisper_model_sources)
 
     _setup_logging("warning")
     failed = 0
@@ -331,6 +335,12 @@ def cmd_models(args) -> int:
         except ModelError as exc:
             failed += 1
             print(f"FAIL  {name}: {exc}")
+    try:
+        turn = prepare_turn_model()
+        print(f"ok    smart-turn: end-of-turn model {turn} ({turn.stat().st_size // 2**20} MiB)")
+    except ModelError as exc:
+        failed += 1
+        print(f"FAIL  smart-turn: {exc}")
     return 1 if failed else 0
 
 

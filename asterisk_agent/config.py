@@ -178,9 +178,18 @@ class Vad:
     # silence after which transcription starts, before the turn is known to be
     # over (0: wait for the end of the turn); hides most of the transcription time
     pause_ms: int = 150
+    # the end-of-turn model asked at that pause: smart-turn, an .onnx path, or
+    # none; when it is turn_threshold sure the turn is over, the turn ends
+    # after complete_ms of silence instead of silence_ms
+    turn_model: str = "smart-turn"
+    turn_threshold: float = 0.7
+    complete_ms: int = 300
     # speech shorter than this is a cough or a click, not a turn; also how long
     # a caller speaks over the agent to stop it
     min_speech_ms: int = 150
+    # speech this long over the agent pauses its sentence until the endpointer
+    # is sure: stopped as a barge-in, or going on after a cough (0: no pause)
+    hold_ms: int = 80
     # a turn is cut here and the caller is told so
     max_utterance_s: float = 20.0
     # seconds of silence before the agent prompts again
@@ -605,6 +614,21 @@ def _check(cfg: Config) -> None:
                           cfg.path, None)
     if not 0 <= cfg.vad.aggressiveness <= 3:
         raise ConfigError("[vad] aggressiveness must be 0 to 3", cfg.path, None)
+    if not 0.0 < cfg.vad.turn_threshold <= 1.0:
+        raise ConfigError(f"[vad] turn_threshold = {cfg.vad.turn_threshold}: use a probability "
+                          "above 0 and at most 1", cfg.path, None)
+    for key in ("silence_ms", "pause_ms", "complete_ms", "min_speech_ms", "hold_ms"):
+        if getattr(cfg.vad, key) < 0:
+            raise ConfigError(f"[vad] {key} = {getattr(cfg.vad, key)}: must not be negative",
+                              cfg.path, None)
+    if cfg.vad.turn_model != "none" and not cfg.vad.pause_ms:
+        raise ConfigError("[vad] turn_model is asked at the pause: it needs pause_ms above 0 "
+                          "(or turn_model = none)", cfg.path, None)
+    if cfg.vad.turn_model != "none" and not (
+            cfg.vad.pause_ms <= cfg.vad.complete_ms <= cfg.vad.silence_ms):
+        raise ConfigError(f"[vad] complete_ms = {cfg.vad.complete_ms}: must lie between "
+                          f"pause_ms ({cfg.vad.pause_ms}) and silence_ms ({cfg.vad.silence_ms})",
+                          cfg.path, None)
     g = cfg.general
     if g.language not in g.languages:
         raise ConfigError(f"[general] language = {g.language}: not one of [general] languages "

@@ -28,7 +28,8 @@ from .dialog.first import Action, Reply
 from .dialog.receptionist import Receptionist
 from .dialog.screen import Finding
 from .speech.tts import split_sentences
-from .speech.vad import Endpointer, SpeechPaused, SpeechStarted, Utterance
+from .speech.vad import (Endpointer, SpeechDismissed, SpeechOnset, SpeechPaused,
+                         SpeechStarted, Utterance)
 from .telephony.leg import CallerGone, CallLeg, Dtmf, Playback
 
 if TYPE_CHECKING:  # agent.py runs the conversation: no import cycle at run time
@@ -150,6 +151,8 @@ class Heard:
 
     utterance: Utterance
     transcript: asyncio.Future | None = None
+    # how long after its last voiced frame the turn was known to be over
+    ended_after_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,11 @@ async def understand(call: CallLeg, s: Services, desk: Receptionist,
     transcript = await (heard.transcript if early
                         else s.stt[language].transcribe(heard.utterance.pcm, 8000))
     waited = time.perf_counter() - t0
-    log.info("call %s: %.1f s of speech, transcript ready %d ms after the end of the turn%s",
+    log.info("call %s: %.1f s of speech, transcript ready %d ms after the end of the turn%s; "
+             "the turn ended %d ms after its last voiced frame%s",
              call.channel_id, heard.utterance.duration, waited * 1000,
-             " (started at a pause)" if early else "")
+             " (started at a pause)" if early else "", heard.ended_after_ms,
+             " (turn model)" if heard.utterance.shortened else "")
     s.metrics.transcript_wait.labels(language).observe(waited)
     note(call, s, Line("caller", transcript))
     if not transcript.strip():
@@ -375,6 +380,11 @@ async def speak(call: CallLeg, voice: Voice, ears: "Listener", text: str,
                          call.channel_id, len(heard), len(sentences))
 
 
+# The longest a possible onset keeps the agent's sentence paused: the
+# endpointer settles it far sooner (min_speech_ms, or a blip's 120 ms gap).
+HOLD_LIMIT_S = 1.0
+
+
 class Listener:
     """Feeds the caller's audio to the endpointer; turns (speech or DTMF) queue up.
 
@@ -399,7 +409,10 @@ class Listener:
         # the call's language: what it is transcribed in, and spoken back in
         self.language = language
         self.stt = s.stt[language]
-        self.endpointer = Endpointer(s.cfg.vad, pause_ms=s.cfg.vad.pause_ms or None)
+        self.endpointer = Endpointer(s.cfg.vad, pause_ms=s.cfg.vad.pause_ms or None,
+                                     onset_ms=s.cfg.vad.hold_ms or None)
+        # asked at each pause whether the turn is over (None: the silence window decides)
+        self.turn_model = s.turn
         self.turns: asyncio.Queue[Heard | Dtmf] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._playing: list[Playback] | None = None
@@ -411,6 +424,11 @@ class Listener:
         self._turn = 0
         # the early transcript handed over as a whole turn's
         self._handed: asyncio.Future | None = None
+        # the end-of-turn model's verdict on the current pause, while it runs
+        self._judging: asyncio.Future | None = None
+        # playbacks paused at a possible onset, until it proves speech or a blip
+        self._held: list[Playback] = []
+        self._hold_limit: asyncio.TimerHandle | None = None
         self.barged_in = False
 
     def start(self) -> None:
@@ -424,18 +442,47 @@ class Listener:
             self._early[1].cancel()
         if self._screening is not None:
             self._screening.cancel()
+        if self._judging is not None:
+            self._judging.cancel()
 
     def speaking(self, playbacks: list[Playback] | None) -> None:
         """Mark what is playing now and may be interrupted (None: nothing)."""
         self._playing = playbacks
         self.barged_in = False
+        self._held = []
 
     async def _barge_in(self) -> None:
+        self._unhold_later(None)
+        self._held = []
         if self._playing is None:
             return
         self.barged_in = True
         for pb in list(self._playing):
             await self.call.stop(pb)
+
+    async def _hold(self) -> None:
+        """A possible onset over the agent: pause its sentence while the
+        endpointer makes sure (a barge-in stops it, a blip lets it go on)."""
+        if self._playing is None or self._held:
+            return
+        for pb in list(self._playing):
+            if await self.call.hold(pb, True):
+                self._held.append(pb)
+        if self._held:
+            # whatever the endpointer does, the agent is never left paused
+            self._unhold_later(asyncio.get_running_loop().call_later(
+                HOLD_LIMIT_S, lambda: asyncio.ensure_future(self._unhold())))
+
+    async def _unhold(self) -> None:
+        self._unhold_later(None)
+        held, self._held = self._held, []
+        for pb in held:
+            await self.call.hold(pb, False)
+
+    def _unhold_later(self, timer: asyncio.TimerHandle | None) -> None:
+        if self._hold_limit is not None:
+            self._hold_limit.cancel()
+        self._hold_limit = timer
 
     async def _hear(self) -> None:
         assert self.call.rtp is not None
@@ -446,17 +493,53 @@ class Listener:
                 log.warning("call %s: audio frame skipped: %s", self.call.channel_id, exc)
                 continue
             for ev in events:
-                if isinstance(ev, SpeechStarted):
+                if isinstance(ev, SpeechOnset):
+                    await self._hold()
+                elif isinstance(ev, SpeechDismissed):
+                    await self._unhold()
+                elif isinstance(ev, SpeechStarted):
                     await self._barge_in()
                 elif isinstance(ev, SpeechPaused):
                     self._transcribe_early(ev.utterance)
+                    self._judge_turn(ev.utterance)
                 elif isinstance(ev, Utterance):
-                    self.turns.put_nowait(Heard(ev, self._early_transcript(ev)))
-                    self._flagged = None
-                    self._turn += 1
-                    if self._screening is not None:
-                        self._screening.cancel()
-                        self._screening = None
+                    self._turn_over(ev)
+
+    def _turn_over(self, turn: Utterance) -> None:
+        after = 1000 * (time.monotonic() - turn.ended_at)
+        self.turns.put_nowait(Heard(turn, self._early_transcript(turn), after))
+        self._flagged = None
+        self._turn += 1
+        if self._screening is not None:
+            self._screening.cancel()
+            self._screening = None
+        if self._judging is not None:
+            self._judging.cancel()
+            self._judging = None
+
+    def _judge_turn(self, so_far: Utterance) -> None:
+        """Ask the end-of-turn model whether the pause ends the turn."""
+        if self.turn_model is None:
+            return
+        if self._judging is not None:  # the caller went on past the last pause
+            self._judging.cancel()
+        self._judging = asyncio.ensure_future(self._end_if_complete(so_far))
+
+    async def _end_if_complete(self, so_far: Utterance) -> None:
+        assert self.turn_model is not None
+        try:
+            p = await self.turn_model.complete(so_far.pcm, so_far.rate)
+        except Exception:  # the silence window still ends the turn
+            log.exception("call %s: the end-of-turn model failed", self.call.channel_id)
+            return
+        if asyncio.current_task() is not self._judging:
+            return
+        self._judging = None
+        if p < self.turn_model.threshold:
+            return
+        # the turn ends at complete_ms of silence (at the next silent frame, if
+        # the pause is that long already), unless the caller speaks first
+        self.endpointer.shorten(so_far.ended_at, self.turn_model.complete_ms)
 
     def _transcribe_early(self, so_far: Utterance) -> None:
         if self._early is not None:

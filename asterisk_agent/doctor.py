@@ -142,6 +142,26 @@ def _check_models(cfg, report: Report) -> None:
         ok = any(w in heard.lower() for w in words)
         report.result(ok, what, f"heard {heard.strip()!r}",
                       "the model loads but does not transcribe: reinstall its package")
+        if language == cfg.general.languages[0]:
+            _check_turn_model(cfg, resample(pcm, rate, 8000), report)
+
+
+def _check_turn_model(cfg, sentence, report: Report) -> None:
+    """The end-of-turn model loads and hears a whole sentence as a whole turn."""
+    from .speech import ModelError
+    from .speech.turn import load_turn_model
+
+    what = f"end-of-turn model ({cfg.vad.turn_model})"
+    if cfg.vad.turn_model == "none":
+        report.result(True, what, f"off: turns end after {cfg.vad.silence_ms} ms of silence")
+        return
+    try:
+        p = load_turn_model(cfg.vad.turn_model).complete(sentence, 8000)
+    except ModelError as exc:
+        report.result(False, what, str(exc))
+        return
+    report.result(p >= cfg.vad.turn_threshold, what, f"a whole sentence reads {p:.2f} complete",
+                  "the model loads but misjudges a whole sentence: run `asterisk-agent models`")
 
 
 async def _check_asterisk(cfg, report: Report) -> None:

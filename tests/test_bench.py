@@ -161,6 +161,26 @@ def test_agent_stt_times_read_both_log_formats():
     assert bench.agent_stt_times(log) == [(2.1, 133.0), (3.0, 380.0)]
 
 
+def test_agent_turn_ends_tell_the_model_from_the_window():
+    log = "\n".join([
+        "call 1.0: 2.1 s of speech, transcript ready 133 ms after the end of the turn (started "
+        "at a pause); the turn ended 190 ms after its last voiced frame (turn model)",
+        "call 1.0: 1.0 s of speech, transcript ready 0 ms after the end of the turn (started "
+        "at a pause); the turn ended 431 ms after its last voiced frame",
+        "call 1.0: turn -> hours",
+    ])
+    assert bench.agent_turn_ends(log) == [(190.0, True), (431.0, False)]
+    assert bench.agent_stt_times(log) == [(2.1, 133.0), (1.0, 0.0)]
+
+
+def test_latency_breakdown_takes_the_measured_end_of_turn():
+    report = dict(REPORT, agent_stt_ms={"calls_1": {
+        "p50": 86.0, "turn_end_ms": {"p50": 200.0, "p95": 420.0, "max": 440.0, "n": 20}}})
+    parts = bench.latency_breakdown(report)
+    assert parts["end_of_turn_silence"] == 200.0
+    assert parts["rest"] == pytest.approx(650.0 - 200.0 - 86.0 - parts["tts_first_sentence"])
+
+
 def test_is_agent_worker_recognizes_the_worker_however_started():
     assert bench.is_agent_worker(["/x/python", "-m", "asterisk_agent", "serve", "--worker", "-c", "a.conf"])
     assert bench.is_agent_worker([".venv/bin/asterisk-agent", "-c", "a.conf", "serve", "--worker"])

@@ -38,6 +38,12 @@ def test_unknown_section(tmp_path):
     ("[media]\nformat = slin16\n", "choose one of ulaw, slin"),
     ("[media]\nrtp_port_start = many\n", "invalid literal"),
     ("[vad]\naggressiveness = 7\n", "0 to 3"),
+    ("[vad]\nturn_threshold = 1.5\n", "turn_threshold = 1.5: use a probability"),
+    ("[vad]\nturn_threshold = 0\n", "turn_threshold = 0.0: use a probability"),
+    ("[vad]\npause_ms = 0\n", "turn_model is asked at the pause: it needs pause_ms"),
+    ("[vad]\nhold_ms = -5\n", "hold_ms = -5: must not be negative"),
+    ("[vad]\ncomplete_ms = 600\n", "complete_ms = 600: must lie between pause_ms \\(150\\) and "
+                                    "silence_ms \\(500\\)"),
     ("[ari]\nurl = 127.0.0.1:8088\n", "must start with http"),
     ("[ari]\nurl = http://x/ari\nthis line has no equals sign\n", ":3: cannot read"),
     ("url = x\n", ":1: a \\[section\\] header must come first"),

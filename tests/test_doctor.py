@@ -32,7 +32,7 @@ def test_all_green_when_everything_works(pbx):
     r = doctor(SANDBOX_CONF)
     assert r.returncode == 0, r.stdout + r.stderr
     for part in ("configuration", "practice file", "encrypted store", "recordings directory",
-                 "text-to-speech", "speech-to-text",
+                 "text-to-speech", "speech-to-text", "end-of-turn model (smart-turn)",
                  "ARI reachable", "dialplan/ai-agent.conf loaded",
                  "Asterisk can play the agent's sound files"):
         assert f"PASS  {part}" in r.stdout, r.stdout
@@ -48,6 +48,18 @@ def test_sounds_dir_asterisk_cannot_see_fails(pbx, tmp_path):
     r = doctor(with_changes(tmp_path, sounds={"asterisk_dir": "/nonexistent/sounds"}))
     assert r.returncode == 1
     assert "FAIL  Asterisk can play the agent's sound files" in r.stdout, r.stdout
+
+
+def test_a_turn_model_that_is_not_one_fails_with_its_file(tmp_path):
+    bad = tmp_path / "turn.onnx"
+    bad.write_bytes(b"\0" * 1000)
+    conf = Path(with_changes(tmp_path))
+    assert "[vad]" not in conf.read_text()
+    conf.write_text(conf.read_text() + f"\n[vad]\nturn_model = {bad}\n")
+    r = doctor(conf)
+    assert r.returncode == 1
+    assert f"FAIL  end-of-turn model ({bad}): {bad}: not a loadable ONNX model" in r.stdout, \
+        r.stdout
 
 
 def test_a_missing_store_key_fails_with_hint(tmp_path):

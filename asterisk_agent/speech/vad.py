@@ -4,6 +4,9 @@ Pure logic over audio frames (no I/O, no clock of its own: every frame comes
 with its arrival time).  webrtcvad classifies each frame as voiced or not;
 the Endpointer turns that flicker into turn events:
 
+- SpeechOnset (only when asked for with ``onset_ms``) as soon as a possible
+  onset has lasted onset_ms, and SpeechDismissed if it then proves a blip:
+  enough to hold the agent's playback while the endpointer makes sure;
 - SpeechStarted once the caller has spoken for min_speech_ms, so a cough or
   "mhm" does not count as a turn (or as barge-in);
 - Utterance once silence_ms of silence follows the speech (shorter pauses,
@@ -11,10 +14,15 @@ the Endpointer turns that flicker into turn events:
   reaches max_utterance_s (then ``truncated`` is set);
 - SpeechPaused (only when asked for with ``pause_ms``) early in a pause, so
   transcription can start while the endpoint window still runs.
+
+``shorten`` gives a paused turn a shorter window, when something that knows
+more than silence (the end-of-turn model, speech/turn.py) says the turn is
+over: it then ends at that much silence, unless the caller speaks first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
@@ -55,6 +63,21 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class SpeechOnset:
+    """Speech may be starting: onset_ms of it so far (a SpeechStarted or a
+    SpeechDismissed follows)."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class SpeechDismissed:
+    """The onset announced by SpeechOnset was a blip (a cough, a click), not a turn."""
+
+    at: float
+
+
+@dataclass(frozen=True)
 class Utterance:
     """One caller turn, with ~PREROLL_MS of audio before the speech began.
 
@@ -68,6 +91,8 @@ class Utterance:
     truncated: bool
     # the rate of pcm
     rate: int = RATE_8K
+    # ended by a window ``shorten`` set, not the configured one
+    shortened: bool = False
 
     @property
     def duration(self) -> float:
@@ -92,12 +117,18 @@ class Endpointer:
 
     pause_ms: when set, a SpeechPaused comes once per pause after this much
     silence (it should be well under cfg.silence_ms to gain anything).
+    onset_ms: when set, a SpeechOnset comes once a possible onset has this much
+    voiced audio (well under min_speech_ms to gain anything).
     """
 
-    def __init__(self, cfg: config.Vad, rate: int = RATE_8K, pause_ms: int | None = None):
+    def __init__(self, cfg: config.Vad, rate: int = RATE_8K, pause_ms: int | None = None,
+                 onset_ms: int | None = None):
         if pause_ms is not None and pause_ms <= 0:
             raise ValueError(f"pause_ms {pause_ms}: must be positive")
+        if onset_ms is not None and onset_ms <= 0:
+            raise ValueError(f"onset_ms {onset_ms}: must be positive")
         self.pause_ms = pause_ms
+        self.onset_ms = onset_ms
         if rate not in _VAD_RATES:
             raise ValueError(f"VAD sample rate {rate}: use one of {_VAD_RATES}")
         if not 0 <= cfg.aggressiveness <= 3:
@@ -120,6 +151,8 @@ class Endpointer:
         self._silence_ms = 0.0
         self._speech_ms = 0.0  # from onset, for the max_utterance_s cut
         self._candidate = False
+        self._window_ms = float(self.cfg.silence_ms)  # this pause's, see shorten()
+        self._announced = False  # a SpeechOnset went out for the candidate
         self._in_speech = False
         self._paused = False
         self._blip: list[np.ndarray] = []  # the last blip, while speech may still follow
@@ -192,12 +225,20 @@ class Endpointer:
             self._frames = []
             self._preroll.clear()
             self._preroll_samples = 0
+            if self._announced:
+                self._announced = False
+                return [SpeechDismissed(at=at)]
         return []
 
     def _confirm(self, at: float) -> list:
         if self._voiced_ms < self.cfg.min_speech_ms + HANGOVER_MS:
+            if (self.onset_ms is not None and not self._announced
+                    and self._voiced_ms >= self.onset_ms):
+                self._announced = True
+                return [SpeechOnset(at=at)]
             return []
         self._candidate = False
+        self._announced = False
         self._in_speech = True
         self._preroll.clear()
         self._preroll_samples = 0
@@ -212,10 +253,11 @@ class Endpointer:
         if voiced:
             self._silence_ms = 0.0
             self._paused = False
+            self._window_ms = float(self.cfg.silence_ms)
             self._last_voiced_at, self._last_voiced_index = at, len(self._frames)
         else:
             self._silence_ms += ms
-            if self._silence_ms >= max(self.cfg.silence_ms - HANGOVER_MS, 2 * ms):
+            if self._silence_ms >= max(self._window_ms - HANGOVER_MS, 2 * ms):
                 return [self._finish(truncated=False, keep_all=False)]
         if self._speech_ms >= 1000.0 * self.cfg.max_utterance_s:
             return [self._finish(truncated=True, keep_all=True)]
@@ -225,8 +267,23 @@ class Endpointer:
             return [SpeechPaused(at=at, utterance=self._snapshot(truncated=False, keep_all=False))]
         return []
 
+    def shorten(self, ended_at: float, window_ms: float) -> bool:
+        """Let the turn that paused after the voiced frame of ``ended_at`` end
+        at ``window_ms`` of silence instead of silence_ms; False if that turn
+        is not paused any more (the caller went on, or it ended).
+
+        The Utterance comes from the next silent frame fed, never from here:
+        frames still waiting to be fed (a stalled event loop) may hold the
+        caller going on, and only the frames in order can tell."""
+        if not (self._in_speech and self._paused and self._last_voiced_at == ended_at):
+            return False
+        self._window_ms = min(self._window_ms, float(window_ms))
+        return True
+
     def _finish(self, truncated: bool, keep_all: bool) -> Utterance:
         utterance = self._snapshot(truncated, keep_all)
+        if self._window_ms < self.cfg.silence_ms and not truncated:
+            utterance = dataclasses.replace(utterance, shortened=True)
         # a truncated turn may go on: the next voiced frame starts a new one
         self.reset()
         return utterance

@@ -16,7 +16,6 @@ import atexit
 import logging
 import math
 import queue
-import re
 import threading
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from . import ModelError, ggml
 from .audio import RATE_16K, resample, to_float
 from .models import whisper_ggml
+from .transcript import clean, max_tokens
 
 BEAM_SIZE = 5
 
@@ -36,18 +36,6 @@ MIN_SAMPLES = RATE_16K // 10
 # gets a larger context: its own length plus this many frames of slack.
 FRAMES_PER_SECOND = 50
 CONTEXT_SLACK = 32
-
-# A reduced audio_ctx sometimes sends Whisper into a loop, repeating the
-# utterance until the 224-token limit (seconds of decoding).  People say at
-# most ~5 tokens a second, so decoding stops well past that, and what
-# repeats is dropped (drop_repeats).
-TOKENS_PER_SECOND = 10
-TOKENS_SLACK = 20
-
-# Whisper marks non-speech as "[BLANK_AUDIO]" or "(water running)"; a caller
-# never speaks brackets, so such spans are dropped from the transcript.
-# (Suppressing those tokens instead makes tiny.en hallucinate "you".)
-_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)")
 
 # ggml log levels (ggml.h enum ggml_log_level)
 _LOG_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
@@ -98,71 +86,6 @@ def context_frames(samples: int, audio_ctx: int, n_audio_ctx: int) -> int:
     needed = math.ceil(samples / RATE_16K * FRAMES_PER_SECOND) + CONTEXT_SLACK
     return min(n_audio_ctx, max(audio_ctx, needed))
 
-
-def max_tokens(samples: int) -> int:
-    """A bound on the tokens an utterance of this many 16 kHz samples can hold."""
-    return math.ceil(samples / RATE_16K * TOKENS_PER_SECOND) + TOKENS_SLACK
-
-
-def _loop(words: list[str]) -> tuple[int, int] | None:
-    """The word range [start, end) that repeats the phrase just before it, if any."""
-    for n in range(len(words) // 2, 0, -1):
-        for i in range(len(words) - 2 * n + 1):
-            repeats = 1
-            while words[i + repeats * n:i + (repeats + 1) * n] == words[i:i + n]:
-                repeats += 1
-            if repeats >= {1: 4, 2: 3}.get(n, 2):
-                end = i + repeats * n
-                # a loop cut off by the token bound ends in part of the phrase
-                if _cut_copy(words[end:], words[i:i + n]):
-                    end = len(words)
-                return i + n, end
-    # a phrase of two words or more, then a copy of it cut off mid-word at the
-    # very end ("Anna Rivera. Anna Riv"): the loop the token bound stopped
-    for n in range(len(words) // 2, 1, -1):
-        for i in range(max(0, len(words) - 2 * n), len(words) - n - 1):
-            tail = words[i + n:]
-            if _cut_copy(tail, words[i:i + n]) and tail[-1] != words[i + len(tail) - 1]:
-                return i + n, len(words)
-    return None
-
-
-def _cut_copy(tail: list[str], phrase: list[str]) -> bool:
-    """Whether tail is the start of phrase, its last word possibly cut short."""
-    if not tail or len(tail) > len(phrase):
-        return not tail
-    return (tail[:-1] == phrase[:len(tail) - 1]
-            and phrase[len(tail) - 1].startswith(tail[-1]))
-
-
-def drop_repeats(text: str) -> str:
-    """Collapse a phrase repeated back to back, the mark of a decoding loop.
-
-    A phrase of three words or more said twice in a row, or anything said four
-    times in a row, is kept once, with a cut-off copy at the very end.  Words
-    are compared without case and punctuation ("blood-pressure" repeats
-    "blood pressure").  "No, no." stays as it is, but a whole sentence of two
-    words or more said twice ("Anna Rivera. Anna Rivera.") is kept once.
-    """
-    while True:
-        spans = list(re.finditer(r"[\w']+", text))
-        found = _loop([m.group().lower() for m in spans])
-        if found is None:
-            return " ".join(_drop_repeated_sentences(text).split())
-        start, end = found
-        cut_to = spans[end].start() if end < len(spans) else len(text)
-        text = text[:spans[start].start()] + text[cut_to:]
-
-
-def _drop_repeated_sentences(text: str) -> str:
-    sentences = re.findall(r"[^.?!]+[.?!]*", text)
-    kept: list[str] = []
-    for sentence in sentences:
-        words = re.findall(r"[\w']+", sentence.lower())
-        if kept and len(words) >= 2 and words == re.findall(r"[\w']+", kept[-1].lower()):
-            continue
-        kept.append(sentence)
-    return "".join(kept)
 
 
 class WhisperCppTranscriber:
@@ -250,4 +173,4 @@ class WhisperCppTranscriber:
         finally:
             self._contexts.put(context)
         text = " ".join(s.text for s in segments)
-        return drop_repeats(_ANNOTATION.sub(" ", text))
+        return clean(text)

@@ -250,6 +250,12 @@ class AriClient:
         """Stop a playback; False if it had already finished."""
         return await self._gone_is_ok("DELETE", f"/playbacks/{_seg(playback_id)}")
 
+    async def control_playback(self, playback_id: str, operation: str) -> bool:
+        """pause or unpause a playback; False if it had already finished (404)
+        or was not in a state to take it (409: not started yet, say)."""
+        return await self._gone_is_ok("POST", f"/playbacks/{_seg(playback_id)}/control",
+                                      {"operation": operation}, gone=(404, 409))
+
     async def bridges(self) -> list[dict]:
         return await self.request("GET", "/bridges")
 

@@ -161,6 +161,15 @@ class CallLeg:
         playback.state = "stopped"
         playback.done.set()
 
+    async def hold(self, playback: Playback, on: bool) -> bool:
+        """Pause a playing playback (on) or go on with it; True if Asterisk did."""
+        if playback.done.is_set() or (on and playback.state != "playing"):
+            return False
+        try:
+            return await self.ari.control_playback(playback.id, "pause" if on else "unpause")
+        except AriError:
+            return False  # a hold is only a courtesy: the stop or the end still comes
+
     def playback_event(self, event: dict) -> None:
         pb = self.playbacks.get(event.get("playback", {}).get("id", ""))
         if pb is None:

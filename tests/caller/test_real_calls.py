@@ -9,6 +9,7 @@ against a far end that answers in no time.
 
 from __future__ import annotations
 
+import re
 import wave
 from pathlib import Path
 
@@ -77,7 +78,9 @@ async def test_prompt_dtmf_and_the_answer_to_it(test_dialplan, sandbox_cfg, ears
     # mean a retransmission or a stuck dialplan
     assert result["setup_ms"] < 3000, result["setup_ms"]
     assert result["hangup_by"] == "far end"
-    assert "asterisk" in result["heard_transcript"].lower(), explain(result)
+    # the whole call's transcript runs to the goodbye's last words ("...the
+    # Asterisk open source PBX"; the caller's tiny model does not always get "Asterisk")
+    assert re.search(r"open.?source pbx", result["heard_transcript"].lower()), explain(result)
     assert [line["who"] for line in result["conversation"]].count("caller") == 1
     # the recordings: what was heard, what was said (the key as a tone), and both in stereo
     paths = result["recordings"]

@@ -77,21 +77,32 @@ def test_packets_leave_every_20_ms_against_the_clock(pair):
     sender.stop()
     time.sleep(0.05)
     arrivals = receiver.arrivals()
-    assert 100 <= len(arrivals) <= 104, f"{len(arrivals)} packets in 2 s"
+    # a host that stalls the sender past the catch-up limit costs ticks, and the
+    # sender counts each one it skipped: none is lost without a trace
+    skipped = sender.stats["skipped_ticks"]
+    assert 100 <= len(arrivals) + skipped <= 104, f"{len(arrivals)} packets, {skipped} skipped"
     # against the schedule, not against the previous packet: no drift can hide
-    offsets = np.array([a.time - (t0 + i * 0.020) for i, a in enumerate(arrivals)]) * 1000
+    times = np.array([a.time for a in arrivals])
+    ticks = np.round((times - t0) / 0.020)
+    offsets = (times - (t0 + ticks * 0.020)) * 1000
     # a scheduled sender leaves on time nearly always; a busy 2-core machine may
     # hold a tick back now and then, which is why single ticks are not held to
     # a few ms here (bench figures, not unit tests, are for timing)
-    assert np.median(offsets) < 2.0, f"median lateness {np.median(offsets):.2f} ms"
-    # Asterisk's mixing bridge throws away what a channel has queued once it
-    # holds more than 80 ms (4 frames): ticks caught up later than that lose speech
-    assert np.percentile(offsets, 99) < 60.0, f"p99 lateness {np.percentile(offsets, 99):.1f} ms"
-    assert offsets.min() > -0.5, "a packet left before its time"
+    late = np.array(sender.lateness) * 1000
+    assert np.median(late) < 2.0, f"median lateness {np.median(late):.2f} ms"
+    assert late.min() > -0.5, "a packet left before its time"
     drift = np.median(offsets[-25:]) - np.median(offsets[:25])
     assert abs(drift) < 2.0, f"the send clock drifted {drift:.2f} ms in 2 s"
+    # Asterisk's mixing bridge throws away what a channel has queued once it
+    # holds more than 80 ms (4 frames): after a stall the sender catches up at
+    # most two ticks, so no 20 ms ever carries four packets
+    crowded = max(int(np.sum((times >= t) & (times < t + 0.020))) for t in times)
+    assert crowded <= 3, f"{crowded} packets within 20 ms"
+    if not skipped:
+        # with no stall past the limit, every tick left within it
+        assert late.max() < 60.0, f"max lateness {late.max():.1f} ms with no tick skipped"
     jitter = sender.send_jitter()
-    assert jitter["packets"] >= 100 and jitter["p99_ms"] < 60.0, jitter
+    assert jitter["packets"] == len(arrivals), jitter
     # the receiver's timeline is as long as the wall-clock time it covers
     heard = receiver.heard()
     expected = (arrivals[-1].time - t0) * RATE
@@ -109,15 +120,18 @@ def test_speech_goes_out_and_say_reports_its_wire_times(pair):
     sender.queue_speech(speech, d.done, d.fail)
     assert d.event.wait(2.0) and d.error is None
     start, end = d.result
-    # 25 packets, first to last departure (a busy machine may hold a tick back a little)
-    assert end - start == pytest.approx(0.48, abs=0.06)
+    # 25 packets, first to last departure (a busy machine may hold a tick back a
+    # little, or stall the sender past the catch-up limit: skipped ticks are a gap)
+    gap = sender.stats["skipped_ticks"] * 0.020
+    assert end - start == pytest.approx(0.48 + gap, abs=0.06)
     time.sleep(0.1)
     first = receiver.first_audio_after(start - 0.001)
     assert first is not None and 0 <= first - start < 0.06
     assert receiver.first_audio_after(end + 0.001) is None
     heard = receiver.heard(start - 0.005, end + 0.025)
     loud = np.flatnonzero(np.abs(heard) > 1000)
-    assert (loud[-1] - loud[0]) / RATE == pytest.approx(0.5, abs=0.02)
+    # (a stall shorter than the receiver's gap slack leaves no gap in its timeline)
+    assert 0.48 <= (loud[-1] - loud[0]) / RATE <= 0.52 + gap
     # what was sent is kept on the same timeline, at the same place
     said = sender.said()
     at = int((start - t0) * RATE)

@@ -69,7 +69,7 @@ def test_scenario_errors(data, message):
     ("say hi", "step 2: a step is a mapping"),
     ({}, "step 2: a step has exactly one action"),
     ({"say": "hi", "dtmf": "1"}, "step 2: a step has exactly one action of expect, say, dtmf, wait, "
-                                 "expect_hangup, hangup; found several (say, dtmf)"),
+                                 "cough, expect_hangup, hangup; found several (say, dtmf)"),
     ({"sya": "hi"}, "step 2: a step has exactly one action"),
     ({"say": "hi", "timeuot": 3}, "step 2: unknown key 'timeuot'"),
     ({"dtmf": "1", "within": 3}, "step 2: 'within' does not go with dtmf"),
@@ -85,6 +85,9 @@ def test_scenario_errors(data, message):
     ({"wait": "2"}, "step 2: wait must be a number of seconds"),
     ({"wait": -1}, "step 2: wait must be at least 0"),
     ({"wait": True}, "step 2: wait must be a number"),
+    ({"cough": 0}, "step 2: cough must be above 0"),
+    ({"cough": 0.8}, "step 2: cough 0.8: at most 0.5 s"),
+    ({"cough": 0.1, "reply": False}, "step 2: 'reply' does not go with cough"),
     ({"expect_hangup": False}, "step 2: write expect_hangup: true"),
     ({"hangup": "yes"}, "step 2: write hangup: true"),
     ({"say": "hi", "within": 0}, "step 2: within must be above 0"),

@@ -47,3 +47,11 @@ def say_neural(hibari):
     """text -> hibari speech at 8 kHz, trimmed like ``say``."""
     return lambda text: _speech_8k(hibari, text)
 
+
+
+@pytest.fixture(scope="session")
+def turn_model():
+    """The Smart Turn model that `asterisk-agent models` (tools/setup) puts in the cache."""
+    from asterisk_agent.speech import models, turn
+
+    return turn.TurnModel(models.turn_model_file())

@@ -21,6 +21,7 @@ from asterisk_agent import config
 from asterisk_agent.conversation import Listener
 from asterisk_agent.dialog.screen import load_protocols
 from asterisk_agent.speech import stt
+from asterisk_agent.speech.turn import TurnPool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = load_protocols(ROOT / "etc" / "protocols")
@@ -49,11 +50,12 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(8000 * seconds), dtype=np.int16)
 
 
-def listener(pool, pcm: np.ndarray) -> Listener:
-    """A started listener on a caller who says `pcm`, with the real urgent screen."""
+def listener(pool, pcm: np.ndarray, turn=None) -> Listener:
+    """A started listener on a caller who says `pcm`, with the real urgent screen
+    (and the end-of-turn model when given)."""
     call = SimpleNamespace(rtp=FrameSource(pcm), dtmf=asyncio.Queue(), channel_id="test.1",
                            gone=asyncio.Event())
-    services = SimpleNamespace(stt={"en": pool}, cfg=config.Config())
+    services = SimpleNamespace(stt={"en": pool}, cfg=config.Config(), turn=turn)
     ears = Listener(call, services, "en",
                     urgent=lambda words: PROTOCOLS.screen(words, "general", "en").urgent)
     ears.start()
@@ -145,5 +147,58 @@ async def test_a_late_transcript_of_an_ended_turn_flags_nothing(say_neural):
         await asyncio.sleep(0.1)
         # screened with the turn in the call path; it must not flag the next turn
         assert ears._flagged is None
+    finally:
+        ears.stop()
+
+
+@pytest.fixture(scope="module")
+def turn_pool(turn_model):
+    yield TurnPool(turn_model, config.Vad().turn_threshold, config.Vad().complete_ms)
+
+
+async def test_a_whole_question_ends_at_the_pause(pool, turn_pool, say_neural):
+    speech = say_neural("What time do you open on Monday?")
+    ears = listener(pool, np.concatenate([silence(0.3), speech, silence(1.5)]), turn_pool)
+    try:
+        heard = await ears.next_turn(30)
+        ended = time.monotonic()
+        assert heard.utterance.shortened  # the end-of-turn model's window
+        # the silence window would have ended it (500 - 80) ms after the last
+        # voiced frame; the model's verdict at the pause makes it (300 - 80) ms
+        assert ended - heard.utterance.ended_at < 0.35, ended - heard.utterance.ended_at
+        transcript = await heard.transcript
+        assert "monday" in transcript.lower(), transcript
+    finally:
+        ears.stop()
+
+
+async def test_a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn(
+        pool, turn_pool, say_neural):
+    sentence = say_neural("I need a refill of my lisinopril.")
+    cut = int(len(sentence) * 0.55)
+    pcm = np.concatenate([silence(0.3), sentence[:cut], silence(0.3), sentence[cut:],
+                          silence(1.5)])
+    ears = listener(pool, pcm, turn_pool)
+    try:
+        heard = await ears.next_turn(30)
+        # one turn, holding both parts (the word cut in two is not always
+        # transcribed right: Whisper hears the two halves of a split word)
+        assert heard.utterance.duration > (len(sentence) / 8000) + 0.3
+        assert heard.utterance.ended_at - heard.utterance.started_at > len(sentence) / 8000
+        words = (await heard.transcript if heard.transcript is not None
+                 else await pool.transcribe(heard.utterance.pcm, 8000)).lower()
+        assert "refill" in words, words
+    finally:
+        ears.stop()
+
+
+async def test_without_the_model_the_window_ends_the_turn(pool, say_neural):
+    speech = say_neural("What time do you open on Monday?")
+    ears = listener(pool, np.concatenate([silence(0.3), speech, silence(1.5)]))
+    try:
+        heard = await ears.next_turn(30)
+        ended = time.monotonic()
+        assert not heard.utterance.shortened
+        assert ended - heard.utterance.ended_at >= 0.4
     finally:
         ears.stop()

@@ -15,9 +15,9 @@ def silence(seconds):
     return np.zeros(int(RATE_8K * seconds), np.int16)
 
 
-def run(pcm, cfg=CFG, t0=100.0):
+def run(pcm, cfg=CFG, t0=100.0, **endpointer):
     """Feed pcm frame by frame as if it arrived live; return (time, event) pairs."""
-    ep = vad.Endpointer(cfg)
+    ep = vad.Endpointer(cfg, **endpointer)
     events = []
     for i in range(len(pcm) // FRAME):
         at = t0 + i * 0.02
@@ -179,6 +179,134 @@ def test_speech_paused_in_a_short_pause_is_superseded(say):
     # the first pause's snapshot is stale: the caller went on talking
     assert paused[0].utterance.ended_at < final.ended_at
     assert paused[1].utterance.ended_at == final.ended_at
+
+
+def feed_until_paused(ep, pcm, t0=100.0):
+    """Feed frames until the first SpeechPaused; return it and the frames' next index."""
+    for i in range(len(pcm) // FRAME):
+        for e in ep.feed(pcm[i * FRAME:(i + 1) * FRAME], t0 + i * 0.02):
+            if isinstance(e, vad.SpeechPaused):
+                return e, i + 1
+    raise AssertionError("no pause")
+
+
+def test_a_shortened_window_ends_the_turn_sooner_with_the_same_audio(say):
+    speech = say("I would like to book an appointment for next week.")
+    pcm = np.concatenate([silence(1), speech, silence(1.5)])
+    ep = vad.Endpointer(CFG, pause_ms=250)
+    paused, i = feed_until_paused(ep, pcm)
+    # at the pause (250 ms) the window becomes 400 ms: not yet over
+    assert ep.shorten(paused.utterance.ended_at, 400) and ep.in_speech
+    events = []
+    for j in range(i, len(pcm) // FRAME):
+        events += [(100.0 + j * 0.02, e) for e in ep.feed(pcm[j * FRAME:(j + 1) * FRAME],
+                                                          100.0 + j * 0.02)]
+    [(end_at, early)] = events
+    late = utterances(run(pcm))[0]
+    assert early.shortened and not late.shortened and not early.truncated
+    # 400 ms after the speech instead of 700 (both counting webrtcvad's hangover)
+    assert end_at - paused.at == pytest.approx(0.15, abs=0.03)
+    assert early.ended_at == late.ended_at and early.started_at == late.started_at
+    assert abs(early.duration - late.duration) <= 0.2
+
+
+def test_a_window_shorter_than_the_pause_so_far_ends_the_turn_at_the_next_frame(say):
+    speech = say("I would like to book an appointment for next week.")
+    ep = vad.Endpointer(CFG, pause_ms=250)
+    paused, _ = feed_until_paused(ep, np.concatenate([silence(1), speech, silence(1.5)]))
+    assert ep.shorten(paused.utterance.ended_at, 200) and ep.in_speech
+    [turn] = ep.feed(np.zeros(FRAME, np.int16), 200.0)
+    assert turn.shortened
+    assert not ep.in_speech and not ep.shorten(paused.utterance.ended_at, 200)
+
+
+def test_a_shortened_window_waits_for_the_frames_in_order(say):
+    """A verdict that comes while frames wait to be fed (a stalled loop) ends
+    nothing if the next of them is the caller going on."""
+    _, second, _, ep, paused, _ = paused_between_sentences(say)
+    assert ep.shorten(paused.utterance.ended_at, 200)
+    events = []
+    for j in range(len(second) // FRAME):
+        events += ep.feed(second[j * FRAME:(j + 1) * FRAME], 200.0 + j * 0.02)
+    assert not any(isinstance(e, vad.Utterance) for e in events) and ep.in_speech
+
+
+def paused_between_sentences(say):
+    """Two sentences 450 ms apart, fed up to the pause between them."""
+    first = say("I would like to book an appointment.")
+    second = say("My name is Jane Doe.")
+    pcm = np.concatenate([silence(1), first, silence(0.45), second, silence(1.5)])
+    ep = vad.Endpointer(CFG, pause_ms=250)
+    paused, i = feed_until_paused(ep, pcm)
+    return first, second, pcm, ep, paused, i
+
+
+def test_speech_after_the_pause_restores_the_window(say):
+    first, second, pcm, ep, paused, i = paused_between_sentences(say)
+    assert ep.shorten(paused.utterance.ended_at, 500)
+    events = []
+    for j in range(i, len(pcm) // FRAME):
+        events += ep.feed(pcm[j * FRAME:(j + 1) * FRAME], 100.0 + j * 0.02)
+    # one turn with both sentences, ended by the configured window
+    [turn] = [e for e in events if isinstance(e, vad.Utterance)]
+    assert not turn.shortened
+    assert turn.duration > (len(first) + len(second)) / RATE_8K + 0.4
+
+
+def test_shorten_after_the_caller_went_on_does_nothing(say):
+    _, _, pcm, ep, paused, i = paused_between_sentences(say)
+    # the caller speaks again before the verdict on that pause comes back
+    while ep._last_voiced_at == paused.utterance.ended_at:
+        ep.feed(pcm[i * FRAME:(i + 1) * FRAME], 100.0 + i * 0.02)
+        i += 1
+    assert not ep.shorten(paused.utterance.ended_at, 200)
+    assert ep.in_speech
+
+
+def test_shorten_without_a_pause_does_nothing(say):
+    ep = vad.Endpointer(CFG, pause_ms=250)
+    speech = say("I would like to book an appointment.")
+    for i in range(len(speech) // FRAME):
+        ep.feed(speech[i * FRAME:(i + 1) * FRAME], i * 0.02)
+    assert ep.in_speech
+    assert not ep.shorten(ep._last_voiced_at, 200)
+
+
+def run_with_onset(pcm, onset_ms=80):
+    return run(pcm, onset_ms=onset_ms)
+
+
+def test_an_onset_is_announced_before_the_turn_is_sure(say):
+    speech = say("I would like to book an appointment.")
+    events = run_with_onset(np.concatenate([silence(1), speech, silence(1.5)]))
+    kinds = [type(e).__name__ for _, e in events]
+    assert kinds == ["SpeechOnset", "SpeechStarted", "Utterance"]
+    (onset_at, _), (started_at, started) = events[0], events[1]
+    # 80 ms of speech in, against min_speech_ms + hangover (280 ms) for the turn
+    assert onset_at - started.at == pytest.approx(0.06, abs=0.03)
+    assert started_at - onset_at >= 0.15
+
+
+def test_a_blip_is_announced_then_dismissed(say):
+    blip = say("Appointment.")[int(0.1 * RATE_8K):int(0.22 * RATE_8K)]  # 120 ms of speech
+    events = run_with_onset(np.concatenate([silence(1), blip, silence(1.5)]))
+    kinds = [type(e).__name__ for _, e in events]
+    assert kinds == ["SpeechOnset", "SpeechDismissed"]
+    # let go within the blip gap (120 ms) after the sound, plus webrtcvad's hangover
+    assert events[1][0] - events[0][0] < 0.4
+
+
+def test_a_click_shorter_than_the_onset_is_not_announced(say):
+    click = say("Appointment.")[int(0.1 * RATE_8K):int(0.14 * RATE_8K)]  # 40 ms
+    assert run_with_onset(np.concatenate([silence(1), click, silence(1.5)]), onset_ms=200) == []
+
+
+def test_no_onset_unless_asked(say):
+    speech = say("I would like to book an appointment.")
+    events = run(np.concatenate([silence(1), speech, silence(1.5)]))
+    assert not any(isinstance(e, (vad.SpeechOnset, vad.SpeechDismissed)) for _, e in events)
+    with pytest.raises(ValueError, match="onset_ms"):
+        vad.Endpointer(CFG, onset_ms=0)
 
 
 def test_no_speech_paused_unless_asked(say):

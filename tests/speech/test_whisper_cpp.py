@@ -13,8 +13,7 @@ import pytest
 from asterisk_agent import config
 from asterisk_agent.bench import word_error_rate
 from asterisk_agent.speech import ModelError, audio, ggml, models, stt
-from asterisk_agent.speech.whisper_cpp import (WhisperCppTranscriber, context_frames,
-                                               drop_repeats, max_tokens)
+from asterisk_agent.speech.whisper_cpp import WhisperCppTranscriber, context_frames
 
 # plain words, as in test_stt.py: Whisper writes numbers and titles its own way
 SENTENCES = [
@@ -56,35 +55,6 @@ def test_context_grows_to_fit_a_long_utterance():
     assert context_frames(3 * 16000, 256, 1500) == 256        # 3 s fits in 5.12 s
     assert context_frames(12 * 16000, 256, 1500) == 600 + 32  # 12 s needs 600 frames + slack
     assert context_frames(40 * 16000, 512, 1500) == 1500      # never past the model's own
-
-
-def test_token_bound_scales_with_the_utterance():
-    assert max_tokens(16000) == 30
-    assert max_tokens(10 * 16000) == 120
-
-
-@pytest.mark.parametrize("heard, kept", [
-    ("Call me back. Call me back. Call me back. Call me", "Call me back."),
-    ("I need a refill. Please call. Please call me back. Please call me back.",
-     "I need a refill. Please call. Please call me back."),
-    ("I need a refill of my blood pressure medication. I need a refill of my "
-     "blood-pressure medication. I need a refill",
-     "I need a refill of my blood pressure medication."),
-    ("you you you you you", "you"),
-    ("No, no.", "No, no."),
-    # a name said once, decoded twice
-    ("Anna Rivera. Anna Rivera.", "Anna Rivera."),
-    # loops of a short name, cut off mid-word by the token bound (heard on calls)
-    ("Myelin Quest Myelin Quest Myelin Quest Myel", "Myelin Quest"),
-    ("My name is Anna Rivera. My name is Anna River", "My name is Anna Rivera."),
-    ("Daniel Akafir. Daniel Ak", "Daniel Akafir."),
-    ("Yes. Yes.", "Yes. Yes."),
-    ("Yes yes yes", "Yes yes yes"),
-    ("I would like to book an appointment.", "I would like to book an appointment."),
-    ("", ""),
-])
-def test_decoding_loops_are_collapsed(heard, kept):
-    assert drop_repeats(heard) == kept
 
 
 # --- the engine on phone audio --------------------------------------------------------------
