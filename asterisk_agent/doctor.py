@@ -24,6 +24,10 @@ class Report:
     def __init__(self) -> None:
         self.failed = 0
 
+    def unused(self, what: str, detail: str) -> None:
+        """A part the configuration leaves out: neither passed nor failed."""
+        print(f"----  {what}: {detail}")
+
     def result(self, ok: bool, what: str, detail: str = "", hint: str = "") -> bool:
         print(f"{'PASS' if ok else 'FAIL'}  {what}" + (f": {detail}" if detail else ""))
         if not ok:
@@ -46,7 +50,9 @@ def run_doctor(config_path: str | None) -> int:
     _check_protocols(cfg, report)
     _check_store(cfg, report)
     _check_models(cfg, report)
+    _check_agi(cfg, report)
     asyncio.run(_check_asterisk(cfg, report))
+    asyncio.run(_check_ami(cfg, report))
     print(f"\n{report.failed} check(s) failed" if report.failed else "\nall checks passed")
     return 1 if report.failed else 0
 
@@ -162,6 +168,91 @@ def _check_turn_model(cfg, sentence, report: Report) -> None:
         return
     report.result(p >= cfg.vad.turn_threshold, what, f"a whole sentence reads {p:.2f} complete",
                   "the model loads but misjudges a whole sentence: run `asterisk-agent models`")
+
+
+def _check_agi(cfg, report: Report) -> None:
+    """The FastAGI address ([agi] listen) is one the agent can listen on, or one
+    where something (the running agent) already does."""
+    import socket
+
+    from .metrics import parse_listen
+
+    what = "FastAGI address"
+    if not cfg.agi.listen:
+        report.unused(what, "[agi] listen is empty: keypad-only calls (AGI) are not served")
+        return
+    host, port = parse_listen(cfg.agi.listen, example="127.0.0.1:4573")
+    try:
+        with socket.create_server((host, port)):
+            pass
+        report.result(True, what, f"{host}:{port} free for the agent")
+        return
+    except OSError as exc:
+        taken = exc
+    try:
+        # taken: when the agent runs, it is the one listening
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError:
+        report.result(False, what, f"{host}:{port}: {taken.strerror or taken}",
+                      "set [agi] listen to an address of this server and a free port, the "
+                      "same as AGI(agi://HOST:PORT/ai-agent) in dialplan/ai-agent.conf")
+        return
+    report.result(True, what, f"{host}:{port} already listened on (the agent, if it runs; "
+                  "otherwise stop what holds the port or change [agi] listen)")
+
+
+async def _check_ami(cfg, report: Report) -> None:
+    """AMI takes the [ami] user's login and answers each action the agent
+    sends, and the queues and phones the agent asks about are there."""
+    from .telephony.ami import WHO, AmiClient, AmiError
+
+    if not cfg.ami.username:
+        report.unused("AMI", "[ami] username is empty: callers are put through to a person "
+                             "without asking whether anyone is free")
+        return
+    try:
+        client = AmiClient.from_config(cfg)
+    except config_mod.ConfigError as exc:
+        report.result(False, "AMI secret file", str(exc),
+                      "write the manager.conf user's secret on one line, mode 0600")
+        return
+    hint = ("give the manager.conf user read = all (or call, reporting, system) "
+            "and write = call,reporting,system")
+    async with client as ami:
+        try:
+            async with asyncio.timeout(max(cfg.ami.timeout, 5.0)):
+                await ami.connect()
+                rows = await ami.live_calls(timeout=max(cfg.ami.timeout, 5.0))
+        except (AmiError, TimeoutError) as exc:
+            report.result(False, "AMI reachable, login accepted", str(exc) or "no answer",
+                          "start Asterisk; enable etc/asterisk/manager.conf and check [ami] "
+                          "host, port, username and secret_file; " + hint)
+            return
+        report.result(True, "AMI reachable, login accepted",
+                      f"{ami.where} as {cfg.ami.username} ({len(rows)} live call(s) of the agent)")
+        for who in WHO:
+            queue, devices = ami.watched(who)
+            try:
+                async with asyncio.timeout(max(cfg.ami.timeout, 5.0)):
+                    if queue and await ami.queue_status(queue) is None:
+                        report.result(False, f"AMI: {who} queue", f"Asterisk has no queue {queue!r}",
+                                      "add it to queues.conf or correct [ami] "
+                                      + ("operator_queue" if who == "operator" else "oncall_queue"))
+                        continue
+                    states = [await ami.device_state(d) for d in devices]
+            except (AmiError, TimeoutError) as exc:
+                report.result(False, f"AMI: {who}", str(exc) or "no answer", hint)
+                continue
+            if not queue and not devices:
+                report.unused(f"AMI: {who}", "no queue or phone to ask about")
+                continue
+            unknown = [d for d, state in zip(devices, states) if state == "INVALID"]
+            report.result(not unknown, f"AMI: {who}",
+                          ", ".join(([f"queue {queue}"] if queue else [])
+                                    + [f"{d} {state}" for d, state in zip(devices, states)]),
+                          f"Asterisk does not know {', '.join(unknown)}: correct [ami] "
+                          + ("operator_devices" if who == "operator" else "oncall_devices"))
 
 
 async def _check_asterisk(cfg, report: Report) -> None:

@@ -1,5 +1,6 @@
 """`asterisk-agent doctor` against the real sandbox: green only when every part works."""
 
+import socket
 import subprocess
 import sys
 
@@ -34,7 +35,8 @@ def test_all_green_when_everything_works(pbx):
     for part in ("configuration", "practice file", "encrypted store", "recordings directory",
                  "text-to-speech", "speech-to-text", "end-of-turn model (smart-turn)",
                  "ARI reachable", "dialplan/ai-agent.conf loaded",
-                 "Asterisk can play the agent's sound files"):
+                 "Asterisk can play the agent's sound files", "FastAGI address",
+                 "AMI reachable, login accepted", "AMI: operator"):
         assert f"PASS  {part}" in r.stdout, r.stdout
 
 
@@ -74,3 +76,34 @@ def test_config_typo_fails(tmp_path):
     f.write_text("[ari]\nusername = a\npassword = b\nurll = http://x/ari\n")
     r = doctor(f)
     assert r.returncode == 1 and "FAIL  configuration" in r.stdout and ":4:" in r.stdout
+
+
+def test_a_wrong_ami_secret_fails_with_hint(pbx, tmp_path):
+    secret = tmp_path / "ami.secret"
+    secret.write_text("not-the-secret\n")
+    secret.chmod(0o600)
+    r = doctor(with_changes(tmp_path, ami={"secret_file": str(secret)}))
+    assert r.returncode == 1
+    assert "FAIL  AMI reachable, login accepted" in r.stdout and "refused the login" in r.stdout, \
+        r.stdout
+    assert "manager.conf" in r.stdout, r.stdout
+
+
+def test_a_phone_asterisk_does_not_have_fails(pbx, tmp_path):
+    r = doctor(with_changes(tmp_path, ami={"operator_devices": "PJSIP/no-such-phone"}))
+    assert r.returncode == 1
+    assert "FAIL  AMI: operator" in r.stdout and "PJSIP/no-such-phone INVALID" in r.stdout, \
+        r.stdout
+
+
+def test_an_agi_port_held_by_something_that_does_not_listen_fails(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        conf = Path(with_changes(tmp_path))
+        assert "[agi]" not in conf.read_text()
+        conf.write_text(conf.read_text() + f"\n[agi]\nlisten = 127.0.0.1:{port}\n")
+        r = doctor(conf)
+    assert r.returncode == 1
+    assert f"FAIL  FastAGI address: 127.0.0.1:{port}" in r.stdout and "[agi] listen" in r.stdout, \
+        r.stdout

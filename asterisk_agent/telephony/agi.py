@@ -409,6 +409,11 @@ class AgiServer:
                 log.warning("call %s: AGI %s: the agent's ARI side is not connected; "
                             "keypad menu", call.id, ROUTE)
             stage = "keypad"
+            if self.s.journal is not None:
+                # the agent's ARI side keeps the calls it takes; this one is ours
+                number = request.headers.get("agi_callerid", "")
+                self.s.journal.call_started(call.id, "" if number.lower() == "unknown" else number,
+                                            language)
             outcome = await self._keypad(call, language)
         except CallerGone:
             outcome = "call ended with the agent" if stage == "agent" else "caller hung up"
@@ -430,6 +435,8 @@ class AgiServer:
             log.info("call %s: AGI end (%s)", call.id, outcome)
             if stage == "keypad":  # the agent counts the calls it takes itself
                 self.s.metrics.calls.labels(f"keypad, {outcome}").inc()
+                if self.s.journal is not None:
+                    self.s.journal.call_ended(call.id, f"keypad, {outcome}")
 
     async def _to_agent(self, call: AgiChannel, language: str) -> bool:
         """The call to the agent's Stasis application, as Stasis() in [ai-agent]
@@ -469,6 +476,7 @@ class AgiServer:
                           call.id, exc)
                 self.s.metrics.errors.labels("agi").inc()
                 return "operator"
+            self._said(call, "agent", prompt.text, interrupted=key is not None)
             if prompt.then is Then.OPERATOR:
                 await call.continue_at(d.operator_context, d.operator_extension,
                                        d.operator_priority)
@@ -479,7 +487,14 @@ class AgiServer:
                 key = await call.wait_for_digit(WAIT_S)
             log.info("call %s: keypad menu: %s", call.id,
                      "no key" if key is None else f"key {key}")
+            self._said(call, "caller", "[no key]" if key is None else f"[key {key}]")
             prompt = pad.press(key)
+
+    def _said(self, call: AgiChannel, speaker: str, text: str, interrupted: bool = False) -> None:
+        """A turn of a keypad call, kept in the store like a spoken call's: the
+        prompts as the caller heard them, the caller's keys in brackets."""
+        if self.s.journal is not None and text:
+            self.s.journal.turn(call.id, speaker, text, interrupted)
 
     async def _say(self, call: AgiChannel, prompt: Prompt, language: str) -> str | None:
         """Play a prompt; the key that cut it short (any key, while a menu plays)."""

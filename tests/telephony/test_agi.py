@@ -22,6 +22,9 @@ import pytest
 from asterisk_agent import cli, config
 from asterisk_agent.agent import Services
 from asterisk_agent.compliance import egress
+from asterisk_agent.compliance.audit import AuditLog
+from asterisk_agent.compliance.journal import CallJournal
+from asterisk_agent.compliance.store import open_store, write_key_file
 from asterisk_agent.config import Config
 from asterisk_agent.dialog import phrases, practice
 from asterisk_agent.dialog.keypad import Keypad
@@ -124,13 +127,14 @@ async def start(tmp_path):
     """start(ari_up=...) -> a listening AgiServer with a tone for a voice."""
     servers: list[AgiServer] = []
 
-    async def start(ari_up: bool = False, voice=None) -> AgiServer:
+    async def start(ari_up: bool = False, voice=None, journal=None) -> AgiServer:
         cfg = Config()
         cfg = dataclasses.replace(cfg, sounds=dataclasses.replace(
             cfg.sounds, dir=tmp_path, asterisk_dir="/srv/sounds"))
         # the keypad menu screens nothing: no protocols
         s = Services(cfg=cfg, practice=FACTS, protocols=None, stt={},
-                     tts={language: TtsPool(voice or Tone()) for language in ("en", "es")})
+                     tts={language: TtsPool(voice or Tone()) for language in ("en", "es")},
+                     journal=journal)
         server = AgiServer(s, ari_connected=lambda: ari_up)
         await server.start("127.0.0.1", 0)
         servers.append(server)
@@ -240,6 +244,39 @@ async def test_keypad_menu_zero_puts_the_caller_through_to_the_operator(start):
     assert await peer.closed()
     assert counted(server, "calls", outcome="keypad, operator") == 1
     assert counted(server, "errors", where="agi") == 0
+
+
+async def test_a_keypad_call_is_kept_in_the_store_like_a_spoken_one(start, tmp_path):
+    """A real SQLCipher store: the call, the prompts as heard, the keys, its end."""
+    key_file = tmp_path / "store.key"
+    write_key_file(key_file)
+    store = open_store(tmp_path / "store.db", key_file)
+    journal = CallJournal(store)
+    server = await start(journal=journal)
+    pad = Keypad(FACTS, "en")
+    menu = pad.start().text
+    facts = pad.press("1").text
+    peer = await Asterisk.dial(server, environment())
+    await peer.expect("ANSWER", "200 result=0")
+    await peer.expect(f'STREAM FILE "{sound(server, menu)}" {KEYS}', "200 result=49 endpos=800")
+    await peer.expect(f'STREAM FILE "{sound(server, facts)}" {KEYS}', "200 result=0 endpos=1600")
+    await peer.expect('WAIT FOR DIGIT "5000"', "200 result=48")  # "0"
+    transfer = phrases.of("en").transfer
+    await peer.expect(f'STREAM FILE "{sound(server, transfer)}" ""', "200 result=0 endpos=1600")
+    for command in ('SET CONTEXT "ai-agent-operator"', 'SET EXTENSION "s"', 'SET PRIORITY "1"'):
+        await peer.expect(command, "200 result=0")
+    assert await peer.closed()
+    await until(lambda: counted(server, "calls", outcome="keypad, operator") == 1)
+    await journal.stop()
+    try:
+        (call,) = store.query("SELECT id, caller, language, outcome, ended >= started FROM calls")
+        assert call == ("1795316401.6", NUMBER, "en", "keypad, operator", 1)
+        turns = store.query("SELECT speaker, transcript FROM turns ORDER BY id")
+        assert turns == [("agent", f"{menu} [interrupted]"), ("caller", "[key 1]"),
+                         ("agent", facts), ("caller", "[key 0]"), ("agent", transfer)]
+        assert [r.event for r in AuditLog(store).records()] == ["call.start", "call.end"]
+    finally:
+        store.close()
 
 
 async def test_keypad_menu_one_plays_the_hours_and_address(start):
