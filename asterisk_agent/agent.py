@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
-from .compliance import redact
+from .compliance import recordings, redact
 from .compliance.journal import CallJournal
 from .config import Config
 from .conversation import converse
@@ -29,6 +31,10 @@ from .telephony.ari import AriClient, hand_over_orphans
 from .telephony.leg import CallerGone, CallLeg, Dtmf
 
 log = logging.getLogger("asterisk_agent.agent")
+
+# the channel IDs of the calls the agent places (outbound), and so the names
+# of their recordings
+OUTBOUND_PREFIX = "outbound-"
 
 
 @dataclass
@@ -227,22 +233,42 @@ class Agent:
 
     async def _take_recordings(self, directory) -> None:
         """Now and then, move the recordings of finished calls into the store."""
-        journal = self.services.journal
         while True:
             try:
-                done = await journal.take_recordings(directory, live=set(self.calls))
+                await self._sweep(directory)
             except FileNotFoundError:
                 log.warning("recordings: no directory %s ([recording] dir); looking again "
                             "in %g s", directory, self.cfg.recording.sweep_interval)
             except Exception:  # the next look tries again; a file is never lost
                 log.exception("recordings: the look into %s failed", directory)
-            else:
-                for r in done.imported:
-                    log.info("call %s: recording (%.0f s) moved into the store", r.call_id,
-                             r.seconds)
-                for path, why in done.failed:
-                    log.error("recording %s left in place: %s", path.name, why)
             await asyncio.sleep(self.cfg.recording.sweep_interval)
+
+    async def _sweep(self, directory: Path) -> None:
+        done = await self.services.journal.take_recordings(directory, live=set(self.calls))
+        for r in done.imported:
+            log.info("call %s: recording (%.0f s) moved into the store", r.call_id, r.seconds)
+        for path, why in done.failed:
+            log.error("recording %s left in place: %s", path.name, why)
+
+    async def last_recordings(self) -> None:
+        """Before a run that places calls ends: the recordings of its calls,
+        once Asterisk has let go of them, into the store (the sweep leaves a
+        file alone until it has not changed for a few seconds)."""
+        directory = self.cfg.recordings_path
+        if self.services.journal is None or directory is None:
+            return
+        try:
+            newest = max((p.stat().st_mtime for p in directory.glob("*")
+                          if p.stem.startswith(OUTBOUND_PREFIX)), default=None)
+        except OSError:
+            newest = None
+        if newest is None:
+            return
+        await asyncio.sleep(max(0.0, newest + recordings.SETTLE_SECONDS + 0.5 - time.time()))
+        try:
+            await self._sweep(directory)
+        except Exception:  # the agent's next look takes them; a file is never lost
+            log.exception("recordings: the last look into %s failed", directory)
 
     async def _resync(self) -> None:
         """After every (re)connect: end calls whose channel is gone, hand strays to a person."""

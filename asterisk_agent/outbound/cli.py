@@ -194,7 +194,9 @@ async def run_campaign(cfg: config.Config, campaign, clock=None) -> list[dict[st
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, dialer.stop)
-        return await dialer.run()
+        report = await dialer.run()
+        await agent.last_recordings()
+        return report
     finally:
         taking.cancel()
         await asyncio.gather(taking, return_exceptions=True)

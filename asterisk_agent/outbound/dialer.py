@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ..agent import OUTBOUND_PREFIX
 from ..compliance import redact
 from ..dialog.checkin import CheckIn
 from ..ehr.link import LinkError
@@ -234,7 +235,7 @@ class Dialer:
                          instructions=self.practice.pre_op_in(language),
                          today=self.clock().date())
         # not starting with the app's name: those are the agent's own media channels
-        channel_id = f"outbound-{uuid.uuid4().hex[:16]}"
+        channel_id = f"{OUTBOUND_PREFIX}{uuid.uuid4().hex[:16]}"
         attempt = Attempt(p, dialog, c.number, channel_id)
         self.agent.expect(channel_id, attempt)
         redact.remember(c.number, chart.given, chart.family, chart.birth_date, call=channel_id)

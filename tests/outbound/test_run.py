@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from asterisk_agent import config
+from asterisk_agent.compliance.store import open_store
 from asterisk_agent.dialog import practice
 from asterisk_agent.ehr import messages as m
 from asterisk_agent.ehr.mllp import LinkSettings, MllpClient
@@ -82,6 +83,7 @@ def test_a_campaign_of_21_calls_gets_an_outcome_for_each_patient(pbx, ehr_engine
     machine_dir = chroot_path(Sandbox(sandbox_cfg).root, MACHINE_DIR_IN)
     before_machine = set(machine_dir.glob("*.wav"))
     before_ehr = len(sim_journal(ehr_engine))
+    since = time.time()
     started = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "asterisk_agent", "outbound", "run", str(campaign),
@@ -110,6 +112,18 @@ def test_a_campaign_of_21_calls_gets_an_outcome_for_each_patient(pbx, ehr_engine
     # (the patient put through with pain 5 has it charted too)
     assert charted == {"MRN1002": ["2", "none"], "MRN1004": ["2", "none"],
                        "MRN1005": ["5"]}, charted
+
+    # every answered call was recorded, and its recording moved into the store
+    # before the run ended: none is left in plain text
+    answered = sum(1 for outcome, _ in got.values()
+                   if outcome in ("answered", "not-confirmed", "transferred", "machine"))
+    with open_store(sandbox_cfg.store_path, sandbox_cfg.store_key_path, create=False) as store:
+        recorded = store.query("SELECT call_id, length(audio) FROM recordings "
+                               "WHERE call_id LIKE 'outbound-%' AND created >= ?", (since,))
+    assert len(recorded) == answered == 9, (recorded, log)
+    assert all(size > 8000 for _, size in recorded), recorded
+    left = sorted(p.name for p in sandbox_cfg.recordings_path.glob("outbound-*"))
+    assert not left, f"plaintext recordings left behind: {left}"
 
     # the machines recorded a call-back request, with no health details
     messages = sorted(set(machine_dir.glob("*.wav")) - before_machine)
