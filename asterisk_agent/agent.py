@@ -251,17 +251,23 @@ class Agent:
             log.error("recording %s left in place: %s", path.name, why)
 
     async def last_recordings(self) -> None:
-        """Before a run that places calls ends: the recordings of its calls,
-        once Asterisk has let go of them, into the store (the sweep leaves a
-        file alone until it has not changed for a few seconds)."""
+        """Before a run that places calls ends: the recordings of its calls
+        that have ended into the store (the sweep leaves a file alone until it
+        has not changed for a few seconds).  A call put through to a person
+        goes on after the run: its recording is left to the agent's sweep."""
         directory = self.cfg.recordings_path
         if self.services.journal is None or directory is None:
             return
+
+        def ours() -> list[Path]:
+            try:
+                return [p for p in directory.iterdir() if p.stem.startswith(OUTBOUND_PREFIX)]
+            except OSError:
+                return []
         try:
-            newest = max((p.stat().st_mtime for p in directory.glob("*")
-                          if p.stem.startswith(OUTBOUND_PREFIX)), default=None)
-        except OSError:
-            newest = None
+            newest = max((p.stat().st_mtime for p in ours()), default=None)
+        except OSError:  # taken meanwhile by the agent's sweep
+            newest = time.time()
         if newest is None:
             return
         await asyncio.sleep(max(0.0, newest + recordings.SETTLE_SECONDS + 0.5 - time.time()))
@@ -269,6 +275,9 @@ class Agent:
             await self._sweep(directory)
         except Exception:  # the agent's next look takes them; a file is never lost
             log.exception("recordings: the last look into %s failed", directory)
+        if left := ours():
+            log.info("recordings: %d of calls still going on (put through to a person) "
+                     "left to the agent's next look", len(left))
 
     async def _resync(self) -> None:
         """After every (re)connect: end calls whose channel is gone, hand strays to a person."""

@@ -113,17 +113,21 @@ def test_a_campaign_of_21_calls_gets_an_outcome_for_each_patient(pbx, ehr_engine
     assert charted == {"MRN1002": ["2", "none"], "MRN1004": ["2", "none"],
                        "MRN1005": ["5"]}, charted
 
-    # every answered call was recorded, and its recording moved into the store
-    # before the run ended: none is left in plain text
-    answered = sum(1 for outcome, _ in got.values()
-                   if outcome in ("answered", "not-confirmed", "transferred", "machine"))
+    # every answered call was recorded; the recordings of the calls that had
+    # ended went into the store before the run ended; the call put through to
+    # the on-call goes on after it (the stand-in holds it a minute), so its
+    # recording is still being written and is left to the agent's sweep
     with open_store(sandbox_cfg.store_path, sandbox_cfg.store_key_path, create=False) as store:
         recorded = store.query("SELECT call_id, length(audio) FROM recordings "
                                "WHERE call_id LIKE 'outbound-%' AND created >= ?", (since,))
-    assert len(recorded) == answered == 9, (recorded, log)
+    left = sorted(p for p in sandbox_cfg.recordings_path.glob("outbound-*"))
+    ended = sum(1 for outcome, _ in got.values()
+                if outcome in ("answered", "not-confirmed", "machine"))
+    assert len(recorded) == ended == 8, (recorded, left, log)
     assert all(size > 8000 for _, size in recorded), recorded
-    left = sorted(p.name for p in sandbox_cfg.recordings_path.glob("outbound-*"))
-    assert not left, f"plaintext recordings left behind: {left}"
+    assert len(left) == 1 and time.time() - left[0].stat().st_mtime < 3, \
+        f"left behind, and not a call still going on: {left}"
+    assert "recordings: 1 of calls still going on" in run.stderr, log
 
     # the machines recorded a call-back request, with no health details
     messages = sorted(set(machine_dir.glob("*.wav")) - before_machine)
