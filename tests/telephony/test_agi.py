@@ -246,6 +246,20 @@ async def test_keypad_menu_zero_puts_the_caller_through_to_the_operator(start):
     assert counted(server, "errors", where="agi") == 0
 
 
+async def hours_after_a_key(server: AgiServer):
+    """A keypad call to where the caller, having pressed 1 over the menu, has
+    heard the hours and address: (the peer, the keypad, the menu, the facts)."""
+    pad = Keypad(FACTS, "en")
+    menu = pad.start().text
+    facts = pad.press("1").text
+    peer = await Asterisk.dial(server, environment())
+    await peer.expect("ANSWER", "200 result=0")
+    # "1" pressed while the menu plays cuts it short
+    await peer.expect(f'STREAM FILE "{sound(server, menu)}" {KEYS}', "200 result=49 endpos=800")
+    await peer.expect(f'STREAM FILE "{sound(server, facts)}" {KEYS}', "200 result=0 endpos=1600")
+    return peer, pad, menu, facts
+
+
 async def test_a_keypad_call_is_kept_in_the_store_like_a_spoken_one(start, tmp_path):
     """A real SQLCipher store: the call, the prompts as heard, the keys, its end."""
     key_file = tmp_path / "store.key"
@@ -253,13 +267,7 @@ async def test_a_keypad_call_is_kept_in_the_store_like_a_spoken_one(start, tmp_p
     store = open_store(tmp_path / "store.db", key_file)
     journal = CallJournal(store)
     server = await start(journal=journal)
-    pad = Keypad(FACTS, "en")
-    menu = pad.start().text
-    facts = pad.press("1").text
-    peer = await Asterisk.dial(server, environment())
-    await peer.expect("ANSWER", "200 result=0")
-    await peer.expect(f'STREAM FILE "{sound(server, menu)}" {KEYS}', "200 result=49 endpos=800")
-    await peer.expect(f'STREAM FILE "{sound(server, facts)}" {KEYS}', "200 result=0 endpos=1600")
+    peer, _, menu, facts = await hours_after_a_key(server)
     await peer.expect('WAIT FOR DIGIT "5000"', "200 result=48")  # "0"
     transfer = phrases.of("en").transfer
     await peer.expect(f'STREAM FILE "{sound(server, transfer)}" ""', "200 result=0 endpos=1600")
@@ -281,14 +289,7 @@ async def test_a_keypad_call_is_kept_in_the_store_like_a_spoken_one(start, tmp_p
 
 async def test_keypad_menu_one_plays_the_hours_and_address(start):
     server = await start()
-    pad = Keypad(FACTS, "en")
-    menu = pad.start().text
-    facts = pad.press("1").text
-    peer = await Asterisk.dial(server, environment())
-    await peer.expect("ANSWER", "200 result=0")
-    # "1" pressed while the menu plays cuts it short
-    await peer.expect(f'STREAM FILE "{sound(server, menu)}" {KEYS}', "200 result=49 endpos=800")
-    await peer.expect(f'STREAM FILE "{sound(server, facts)}" {KEYS}', "200 result=0 endpos=1600")
+    peer, pad, _, facts = await hours_after_a_key(server)
     # nothing twice: a person takes over
     await peer.expect('WAIT FOR DIGIT "5000"', "200 result=0")
     no_key = pad.press(None).text
