@@ -219,11 +219,12 @@ async def _check_ami(cfg, report: Report) -> None:
         return
     hint = ("give the manager.conf user read = all (or call, reporting, system) "
             "and write = call,reporting,system")
+    wait = max(cfg.ami.timeout, 5.0)
     async with client as ami:
         try:
-            async with asyncio.timeout(max(cfg.ami.timeout, 5.0)):
+            async with asyncio.timeout(wait):
                 await ami.connect()
-                rows = await ami.live_calls(timeout=max(cfg.ami.timeout, 5.0))
+                rows = await ami.live_calls(timeout=wait)
         except (AmiError, TimeoutError) as exc:
             report.result(False, "AMI reachable, login accepted", str(exc) or "no answer",
                           "start Asterisk; enable etc/asterisk/manager.conf and check [ami] "
@@ -233,12 +234,12 @@ async def _check_ami(cfg, report: Report) -> None:
                       f"{ami.where} as {cfg.ami.username} ({len(rows)} live call(s) of the agent)")
         for who in WHO:
             queue, devices = ami.watched(who)
+            queue_key, devices_key = WHO[who]
             try:
-                async with asyncio.timeout(max(cfg.ami.timeout, 5.0)):
+                async with asyncio.timeout(wait):
                     if queue and await ami.queue_status(queue) is None:
                         report.result(False, f"AMI: {who} queue", f"Asterisk has no queue {queue!r}",
-                                      "add it to queues.conf or correct [ami] "
-                                      + ("operator_queue" if who == "operator" else "oncall_queue"))
+                                      f"add it to queues.conf or correct [ami] {queue_key}")
                         continue
                     states = [await ami.device_state(d) for d in devices]
             except (AmiError, TimeoutError) as exc:
@@ -251,8 +252,7 @@ async def _check_ami(cfg, report: Report) -> None:
             report.result(not unknown, f"AMI: {who}",
                           ", ".join(([f"queue {queue}"] if queue else [])
                                     + [f"{d} {state}" for d, state in zip(devices, states)]),
-                          f"Asterisk does not know {', '.join(unknown)}: correct [ami] "
-                          + ("operator_devices" if who == "operator" else "oncall_devices"))
+                          f"Asterisk does not know {', '.join(unknown)}: correct [ami] {devices_key}")
 
 
 async def _check_asterisk(cfg, report: Report) -> None:
